@@ -1,0 +1,1 @@
+from tests.fixtures.zpool import zpool  # noqa: F401

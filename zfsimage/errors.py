@@ -1,0 +1,68 @@
+"""Typed errors of the image store.
+
+Every error's ``str()`` is one sentence an operator can act on. ``transient`` tells the driver
+whether retrying later can help (it maps to Nomad's RecoverableError).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ImageError(Exception):
+    """Base of every error raised by ``zfsimage``."""
+
+    transient: bool = False
+
+
+class ReferenceError_(ImageError):  # noqa: N801 - the name is part of the package contract
+    """An image reference string that cannot be parsed."""
+
+
+class InvalidName(ImageError):
+    """A task key, digest or other name that cannot be used as a ZFS or file name."""
+
+
+class RegistryUnavailable(ImageError):
+    """The registry could not be reached or answered 5xx/429; retrying later may succeed."""
+
+    transient = True
+
+
+class AuthError(ImageError):
+    """The registry refused our credentials (401/403)."""
+
+
+class ImageNotFound(ImageError):
+    """The registry or local store has no such image, blob or matching platform."""
+
+
+class DigestMismatch(ImageError):
+    """A manifest, config, blob or layer DiffID did not match the digest it was pinned to."""
+
+
+class UnsafeLayer(ImageError):
+    """A layer entry would have escaped the rootfs or broken a limit; extraction stopped."""
+
+
+class ImageInUse(ImageError):
+    """An image or layer cannot be removed because a task rootfs still depends on it."""
+
+
+class ZfsError(ImageError):
+    """A ``zfs``/``zpool`` command failed; carries argv, exit status and stderr."""
+
+    def __init__(self, argv: Sequence[str], rc: int, stderr: str, message: str | None = None):
+        self.argv = list(argv)
+        self.rc = rc
+        self.stderr = stderr.strip()
+        detail = self.stderr.splitlines()[-1] if self.stderr else f"exit status {rc}"
+        super().__init__(message or f"`{' '.join(self.argv)}` failed: {detail}")
+
+
+class ZfsNotFound(ZfsError):
+    """The dataset or snapshot named in a zfs command does not exist."""
+
+
+class ZfsBusy(ZfsError):
+    """zfs reported the dataset busy even after retries."""
