@@ -1,0 +1,270 @@
+package main
+
+// One launched plugin process and the state Nomad's client keeps about it.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"nomadsim/pb/base"
+	"nomadsim/pb/drivers"
+)
+
+// LaunchOptions are what a `plugin` block plus the agent's environment decide.
+type LaunchOptions struct {
+	Argv         []string          `json:"argv"`
+	Env          map[string]string `json:"env"`
+	Dir          string            `json:"dir"`
+	WithDriver   *bool             `json:"with_driver"`
+	StartTimeout float64           `json:"start_timeout_s"` // 0: go-plugin's default, 1 minute
+}
+
+// Instance is a running plugin with its dispensed clients and open streams.
+type Instance struct {
+	client      *plugin.Client
+	Base        base.BasePluginClient
+	Driver      drivers.DriverClient
+	conn        *grpc.ClientConn
+	Pid         int
+	Addr        string
+	HandshakeMs float64
+	rawStderr   *lineSink // exactly what the plugin wrote
+	agentLog    *lineSink // what go-plugin re-logged into the agent logger
+	mu          sync.Mutex
+	ConfigSpec  hcldec.Spec
+	TaskSpec    hcldec.Spec
+	streams     map[string]*Stream
+}
+
+// Launch starts a plugin and completes go-plugin's handshake, as the loader does.
+func Launch(o LaunchOptions) (*Instance, error) {
+	if len(o.Argv) == 0 {
+		return nil, errors.New("launch: argv is empty")
+	}
+	cmd := exec.Command(o.Argv[0], o.Argv[1:]...)
+	cmd.Dir = o.Dir
+	// Nomad passes the agent's whole environment; extra variables override it here.
+	env := os.Environ()
+	for k, v := range o.Env {
+		env = append(env, k+"="+v)
+	}
+	cmd.Env = env
+	inst := &Instance{rawStderr: &lineSink{}, agentLog: &lineSink{}, streams: map[string]*Stream{}}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name: "agent", Level: hclog.Trace, JSONFormat: true,
+		Output: io.MultiWriter(inst.agentLog, rigLogOutput()),
+	})
+	withDriver := o.WithDriver == nil || *o.WithDriver
+	cfg := &plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		Plugins:          pluginSet(withDriver),
+		Cmd:              cmd,
+		SkipHostEnv:      true, // env above already holds os.Environ(), with overrides applied last
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           logger,
+		Stderr:           inst.rawStderr,
+	}
+	if o.StartTimeout > 0 {
+		cfg.StartTimeout = time.Duration(o.StartTimeout * float64(time.Second))
+	}
+	inst.client = plugin.NewClient(cfg)
+	start := time.Now()
+	rpc, err := inst.client.Client()
+	inst.HandshakeMs = float64(time.Since(start).Microseconds()) / 1000
+	if err != nil {
+		inst.client.Kill()
+		return inst, fmt.Errorf("launch: %w", err)
+	}
+	if rc := inst.client.ReattachConfig(); rc != nil {
+		inst.Pid = rc.Pid
+		if rc.Addr != nil {
+			inst.Addr = rc.Addr.Network() + ":" + rc.Addr.String()
+		}
+	}
+	raw, err := rpc.Dispense("base")
+	if err != nil {
+		inst.client.Kill()
+		return inst, fmt.Errorf("dispense base: %w", err)
+	}
+	inst.Base = raw.(base.BasePluginClient)
+	if withDriver {
+		raw, err = rpc.Dispense("driver")
+		if err != nil {
+			inst.client.Kill()
+			return inst, fmt.Errorf("dispense driver: %w", err)
+		}
+		d := raw.(*dispensedDriver)
+		inst.Driver, inst.conn = d.client, d.conn
+	}
+	return inst, nil
+}
+
+// KillResult says how a plugin went away.
+type KillResult struct {
+	Graceful bool    `json:"graceful"` // exited after GRPCController.Shutdown, without SIGKILL
+	KillMs   float64 `json:"kill_ms"`
+}
+
+// Kill is go-plugin's Kill as Nomad calls it: GRPCController.Shutdown, wait 2 s, then SIGKILL.
+func (i *Instance) Kill() KillResult {
+	start := time.Now()
+	i.client.Kill()
+	forced := false
+	for _, l := range i.agentLog.Lines() {
+		if strings.Contains(l, "plugin failed to exit gracefully") {
+			forced = true
+		}
+	}
+	return KillResult{Graceful: !forced, KillMs: float64(time.Since(start).Microseconds()) / 1000}
+}
+
+// SigKill simulates a crash: SIGKILL the process, then let go-plugin notice it is gone.
+func (i *Instance) SigKill() error {
+	if i.Pid == 0 {
+		return errors.New("plugin pid unknown")
+	}
+	if err := syscall.Kill(i.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !i.client.Exited() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	i.client.Kill()
+	return nil
+}
+
+func (i *Instance) Exited() bool { return i.client.Exited() }
+
+// Stream records the messages of a server stream until it ends.
+type Stream struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	messages []map[string]any
+	ended    bool
+	endErr   string
+	cancel   context.CancelFunc
+}
+
+func newStream(cancel context.CancelFunc) *Stream {
+	s := &Stream{cancel: cancel}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+func (s *Stream) add(m proto.Message) {
+	s.mu.Lock()
+	s.messages = append(s.messages, protoToMap(m))
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+func (s *Stream) end(err error) {
+	s.mu.Lock()
+	s.ended = true
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.endErr = describeErr(err)
+	}
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// Poll waits until at least minCount messages arrived, the stream ended, or the timeout passed.
+func (s *Stream) Poll(minCount int, timeout time.Duration) (msgs []map[string]any, ended bool, endErr string) {
+	timer := time.AfterFunc(timeout, func() { s.cond.Broadcast() })
+	defer timer.Stop()
+	deadline := time.Now().Add(timeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.messages) < minCount && !s.ended && time.Now().Before(deadline) {
+		s.cond.Wait()
+	}
+	return append([]map[string]any(nil), s.messages...), s.ended, s.endErr
+}
+
+// StartStream opens a server stream (Fingerprint, TaskEvents, TaskStats) under a name.
+func (i *Instance) StartStream(name string, open func(ctx context.Context) (func() (proto.Message, error), error)) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	recv, err := open(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	s := newStream(cancel)
+	i.mu.Lock()
+	if old := i.streams[name]; old != nil {
+		old.cancel()
+	}
+	i.streams[name] = s
+	i.mu.Unlock()
+	go func() {
+		for {
+			m, err := recv()
+			if err != nil {
+				s.end(err)
+				return
+			}
+			s.add(m)
+		}
+	}()
+	return nil
+}
+
+func (i *Instance) Stream(name string) *Stream {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.streams[name]
+}
+
+func (i *Instance) closeStreams() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, s := range i.streams {
+		s.cancel()
+	}
+}
+
+func protoToMap(m proto.Message) map[string]any {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return map[string]any{"_error": err.Error()}
+	}
+	var out map[string]any
+	_ = jsonUnmarshal(raw, &out)
+	return out
+}
+
+// describeErr renders an RPC error as Nomad's logs and task events show it.
+func describeErr(err error) string {
+	return err.Error()
+}
+
+func grpcCode(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String()
+	}
+	return ""
+}
+
+func grpcMessage(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
