@@ -62,3 +62,31 @@ class SupervisorError(JailError):
 
 class HostUnsupported(JailError):
     """The host lacks something the backend needs (tool, kernel feature, privilege)."""
+
+
+class NotRunning(JailError):
+    """The task exists but is not running (it exited, or has not started)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"task {name!r} is not running")
+
+
+class WaitTimeout(JailError, TimeoutError):
+    """wait() gave up before the task exited; the task is still running."""
+
+    def __init__(self, name: str, timeout_s: float) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        super().__init__(f"task {name!r} still running after {timeout_s:g}s")
+
+
+class ExecTimeout(JailError, TimeoutError):
+    """An exec did not finish in time; the exec'd process was killed. Carries partial output."""
+
+    def __init__(self, name: str, timeout_s: float, stdout: bytes, stderr: bytes) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(f"exec in {name!r} did not finish within {timeout_s:g}s and was killed")

@@ -1,0 +1,78 @@
+"""A running interactive exec: a pty (tty=True) or three pipes, with resize, wait and kill."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import termios
+from pathlib import Path
+from typing import IO
+
+
+class InteractiveExec:
+    """Owns the exec's host-side process (e.g. ``runc exec``) and its terminal or pipes.
+
+    tty: read/write ``master_fd``; call ``resize``. No tty: ``stdin``/``stdout``/``stderr`` pipes.
+    ``wait`` returns the exec'd command's exit code (128+signal when killed by a signal).
+    """
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        *,
+        master_fd: int | None,
+        pid_file: Path | None,
+        cleanup: list[Path] | None = None,
+    ) -> None:
+        self._proc = proc
+        self.master_fd = master_fd
+        self._pid_file = pid_file
+        self._cleanup = cleanup or []
+        self.stdin: IO[bytes] | None = proc.stdin
+        self.stdout: IO[bytes] | None = proc.stdout
+        self.stderr: IO[bytes] | None = proc.stderr
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def tty(self) -> bool:
+        return self.master_fd is not None
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.master_fd is None:
+            return
+        fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        # runc copies the size of its own terminal (our pty) into the container's on SIGWINCH.
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGWINCH)
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self._proc.wait(timeout)
+        return rc if rc >= 0 else 128 - rc
+
+    def kill(self) -> None:
+        """Kill the exec'd process inside the jail (not only our side of it)."""
+        if self._pid_file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(self._pid_file.read_text().strip()), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+
+    def close(self) -> None:
+        if self.master_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.master_fd)
+            self.master_fd = None
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        for p in self._cleanup:
+            with contextlib.suppress(OSError):
+                p.unlink()

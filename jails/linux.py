@@ -1,0 +1,297 @@
+"""Linux backend: each task is a runc container built from the same JailSpec.
+
+pid, mount, uts and ipc namespaces (the network is the host's, like ip4=inherit), bind mounts,
+memory/cpu/pids limits in linux.resources, usage read from the container's cgroup files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal as _signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jails import _cmd
+from jails.cgroups import CGROUP_ROOT, CgroupPaths
+from jails.errors import CommandFailed, ExecTimeout, JailError, NotRunning
+from jails.interactive import InteractiveExec
+from jails.model import ExecResult, Usage
+from jails.ociconfig import oci_config, task_env
+from jails.probe import cgroup_mode, probe_host
+from jails.runtime import Runtime
+from jails.spec import JailSpec
+from jails.supervisor import ensure_binary, launch
+from jails.taskdir import TaskDir, TaskPids, write_atomic
+from jails.users import resolve_user
+
+_GONE = ("does not exist", "not exist", "container not running", "not running")
+
+
+class LinuxRuntime(Runtime):
+    backend = "linux"
+
+    def __init__(
+        self,
+        state_root: Path,
+        *,
+        runc_bin: str = "runc",
+        runc_root: Path | None = None,
+        cgroup_parent: str = "xc",
+        runner: _cmd.Runner = _cmd.run,
+    ) -> None:
+        super().__init__(state_root)
+        self.runc = runc_bin
+        self.runc_root = Path(runc_root) if runc_root is not None else self.state_root / "runc"
+        self.cgroup_parent = cgroup_parent.strip("/")
+        self.cgroup_mode = cgroup_mode()
+        self.run = runner
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _runc(self, *args: str) -> list[str]:
+        return [self.runc, "--root", str(self.runc_root), *args]
+
+    def cgroups_path(self, name: str) -> str:
+        return f"/{self.cgroup_parent}/{name}"
+
+    def cgroup(self, name: str) -> CgroupPaths:
+        return CgroupPaths(self.cgroups_path(name), self.cgroup_mode)
+
+    def _swap_accounting(self) -> bool:
+        if self.cgroup_mode == "v2":
+            return (CGROUP_ROOT / "cgroup.controllers").exists()
+        return (CGROUP_ROOT / "memory" / "memory.memsw.limit_in_bytes").exists()
+
+    # ---- Runtime hooks -------------------------------------------------------------------------
+
+    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+        user = resolve_user(spec.rootfs, spec.user, spec.group)
+        rootfs = os.path.realpath(spec.rootfs)  # runc refuses a symlinked root
+        config = oci_config(
+            spec,
+            user,
+            cgroups_path=self.cgroups_path(spec.name),
+            rootfs=rootfs,
+            swap_accounting=self._swap_accounting(),
+        )
+        bundle = staging / "bundle"
+        bundle.mkdir()
+        write_atomic(bundle / "config.json", json.dumps(config, indent=1).encode())
+        return {
+            "uid": user.uid,
+            "gid": user.gid,
+            "additional_gids": list(user.additional_gids),
+            "env": task_env(spec, user),
+            "cwd": spec.cwd,
+            "cgroups_path": self.cgroups_path(spec.name),
+            "runc_root": str(self.runc_root),
+        }
+
+    def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
+        self.runc_root.mkdir(parents=True, exist_ok=True)
+        binary = ensure_binary(self.state_root)
+        try:
+            return launch(
+                binary,
+                task,
+                spec.stdout_path,
+                spec.stderr_path,
+                self.cgroup(spec.name).oom_file(),
+                ["runc", self.runc, str(self.runc_root), str(task.path / "bundle"), spec.name],
+            )
+        except JailError as exc:
+            detail = _runc_log_error(task.path / "runc.log")
+            if detail:
+                raise JailError(f"{exc}: {detail}") from exc
+            raise
+
+    def _signal(self, task: TaskDir, signum: int) -> None:
+        try:
+            self.run(self._runc("kill", task.name, str(int(signum))), timeout_s=30)
+        except CommandFailed as exc:
+            if any(g in exc.stderr for g in _GONE):
+                raise NotRunning(task.name) from exc
+            raise
+
+    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        try:
+            self.run(self._runc("kill", "--all", name, "KILL"), timeout_s=30)
+        except CommandFailed as exc:
+            if not any(g in exc.stderr for g in _GONE):
+                raise
+
+    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        try:
+            self.run(self._runc("delete", "--force", name), timeout_s=30)
+        except CommandFailed as exc:
+            if not any(g in exc.stderr for g in _GONE):
+                raise
+        cg = self.cgroup(name)
+        cg.remove()
+
+    def _sample(self, task: TaskDir) -> Usage:
+        return self.cgroup(task.name).sample()
+
+    def health(self) -> tuple[bool, str, dict[str, str]]:
+        p = probe_host("linux", runc_bin=self.runc)
+        return p.healthy, p.reason, p.attributes
+
+    # ---- exec ----------------------------------------------------------------------------------
+
+    def _exec_argv(
+        self,
+        task: TaskDir,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        pid_file: Path,
+        tty: bool,
+    ) -> list[str]:
+        if not argv or not argv[0]:
+            raise JailError("exec needs a command (argv must not be empty)")
+        if task.exit_status() is not None or task.pids() is None:
+            raise NotRunning(task.name)
+        meta = task.spec()
+        merged: dict[str, str] = {}
+        for item in meta.get("env", []):
+            k, _, v = str(item).partition("=")
+            merged[k] = v
+        merged.update(env or {})
+        args = ["exec", "--pid-file", str(pid_file), "--cwd", str(meta.get("cwd", "/"))]
+        args += ["--user", f"{meta.get('uid', 0)}:{meta.get('gid', 0)}"]
+        for g in meta.get("additional_gids", []):
+            args += ["--additional-gids", str(g)]
+        for k, v in merged.items():
+            args += ["--env", f"{k}={v}"]
+        if tty:
+            args.append("--tty")
+        return self._runc(*args, task.name, *argv)
+
+    def _pid_file(self, task: TaskDir) -> Path:
+        return task.path / f".exec-{secrets.token_hex(6)}.pid"
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+    ) -> ExecResult:
+        """Run argv inside the task, capture its output; kill it after timeout_s."""
+        if tty:
+            ie = self.exec_interactive(name, argv, tty=True, env=env)
+            return _collect_tty(ie, name, timeout_s)
+        task = self._task(name)
+        pid_file = self._pid_file(task)
+        full = self._exec_argv(task, argv, env, pid_file, tty=False)
+        proc = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_exec(pid_file, proc)
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise ExecTimeout(name, timeout_s, out, err) from None
+        finally:
+            pid_file.unlink(missing_ok=True)
+        rc = proc.returncode
+        return ExecResult(rc if rc >= 0 else 128 - rc, out, err)
+
+    def exec_interactive(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> InteractiveExec:
+        task = self._task(name)
+        pid_file = self._pid_file(task)
+        full = self._exec_argv(task, argv, env, pid_file, tty=tty)
+        if not tty:
+            proc = subprocess.Popen(
+                full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            return InteractiveExec(proc, master_fd=None, pid_file=pid_file, cleanup=[pid_file])
+        # runc exec --tty (attached) proxies between its own terminal and the container's pty and
+        # applies its terminal's size on SIGWINCH; its own terminal is a pty whose master we hand
+        # out, so the caller gets a real terminal and runc's exit code is the command's.
+        master, slave = os.openpty()
+        try:
+            proc = subprocess.Popen(
+                full,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                pass_fds=(),
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return InteractiveExec(proc, master_fd=master, pid_file=pid_file, cleanup=[pid_file])
+
+
+def _kill_exec(pid_file: Path, proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text().strip()), _signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(_signal.SIGKILL)
+
+
+def _collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
+    import select
+
+    assert ie.master_fd is not None
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                ie.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    ie.wait(5)
+                raise ExecTimeout(name, timeout_s, b"".join(chunks), b"")
+            r, _, _ = select.select([ie.master_fd], [], [], remaining)
+            if not r:
+                continue
+            try:
+                data = os.read(ie.master_fd, 65536)
+            except OSError:  # EIO: every slave side is closed, the command is done
+                break
+            if not data:
+                break
+            chunks.append(data)
+        rc = ie.wait(max(deadline - time.monotonic(), 1.0))
+    finally:
+        ie.close()
+    return ExecResult(rc, b"".join(chunks), b"")
+
+
+def _runc_log_error(path: Path) -> str:
+    """The last error message runc logged (json log format), if any."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            rec = json.loads(line)
+            if rec.get("level") in ("error", "fatal"):
+                return str(rec.get("msg", ""))
+    return ""

@@ -1,0 +1,330 @@
+"""The Runtime interface and what every backend shares: state dirs, start bookkeeping, wait,
+status, stop escalation and idempotent destroy.
+
+Every call works from a fresh process given the same ``state_root``: nothing lives only in memory
+except the previous stats sample used for cpu_percent. Calls are blocking and thread-safe
+(cross-process safety comes from flock on the task directory).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+import select
+import signal as signals
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jails.errors import JailError, JailExists, JailNotFound, SupervisorError, WaitTimeout
+from jails.interactive import InteractiveExec
+from jails.model import ExecResult, ExitStatus, Usage
+from jails.spec import JailSpec, check_host
+from jails.taskdir import (
+    TaskDir,
+    TaskDirs,
+    TaskPids,
+    boot_id,
+    identity_alive,
+    locked,
+    remove_tree,
+    write_atomic,
+)
+
+
+@dataclass(frozen=True)
+class TaskHandle:
+    """What start() returns; everything in it can be found again from the state dir."""
+
+    name: str
+    pid: int
+    supervisor_pid: int
+    state_dir: Path
+    started_at: float
+
+
+class Runtime(abc.ABC):
+    backend: str = ""
+
+    def __init__(self, state_root: Path) -> None:
+        self.state_root = Path(state_root)
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        self.dirs = TaskDirs(self.state_root)
+        self._last_cpu: dict[str, tuple[int, int]] = {}
+        self._mu = threading.Lock()
+
+    # ---- backend hooks -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+        """Validate host-specific parts of spec and write backend files into ``staging``; no
+        system side effects. Returns extra fields for spec.json."""
+
+    @abc.abstractmethod
+    def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
+        """Create the jail/container and start the supervisor. Undo is ``_teardown``."""
+
+    @abc.abstractmethod
+    def _signal(self, task: TaskDir, signum: int) -> None: ...
+
+    @abc.abstractmethod
+    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        """SIGKILL every process of the jail/container; no error if there are none."""
+
+    @abc.abstractmethod
+    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        """Remove the jail/container and everything it holds in the system (idempotent)."""
+
+    @abc.abstractmethod
+    def _sample(self, task: TaskDir) -> Usage: ...
+
+    @abc.abstractmethod
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+    ) -> ExecResult: ...
+
+    @abc.abstractmethod
+    def exec_interactive(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> InteractiveExec: ...
+
+    @abc.abstractmethod
+    def health(self) -> tuple[bool, str, dict[str, str]]: ...
+
+    # ---- shared operations ---------------------------------------------------------------------
+
+    def start(self, spec: JailSpec) -> TaskHandle:
+        check_host(spec)
+        if self.dirs.get(spec.name) is not None:
+            raise JailExists(spec.name)
+        self.sweep_garbage()
+        staging = self.dirs.new_staging(spec.name)
+        try:
+            with locked(staging) as _:
+                extra = self._prepare(spec, staging)
+                meta = {
+                    "v": 1,
+                    "backend": self.backend,
+                    "name": spec.name,
+                    "boot_id": boot_id(),
+                    "created_at": time.time(),
+                    "rootfs": str(spec.rootfs),
+                    "stdout_path": str(spec.stdout_path),
+                    "stderr_path": str(spec.stderr_path),
+                    **extra,
+                }
+                write_atomic(staging / "spec.json", json.dumps(meta, indent=1).encode())
+                task = self.dirs.publish(staging, spec.name)
+                try:
+                    pids = self._launch(spec, task)
+                except BaseException:
+                    self._undo_start(spec.name, task.path, meta)
+                    raise
+        except BaseException:
+            remove_tree(staging)
+            raise
+        return TaskHandle(spec.name, pids.pid, pids.supervisor_pid, task.path, meta["created_at"])
+
+    def _undo_start(self, name: str, path: Path, meta: Mapping[str, Any]) -> None:
+        retired = self.dirs.retire(name)
+        with contextlib.suppress(JailError, OSError):
+            self._kill_all(name, meta)
+            self._teardown(name, meta)
+        remove_tree(retired or path)
+
+    def _task(self, name: str) -> TaskDir:
+        task = self.dirs.get(name)
+        if task is None:
+            raise JailNotFound(name)
+        return task
+
+    def exists(self, name: str) -> bool:
+        return self.dirs.get(name) is not None
+
+    def names(self) -> list[str]:
+        return self.dirs.names()
+
+    def handle(self, name: str) -> TaskHandle:
+        task = self._task(name)
+        pids = task.pids()
+        meta = task.spec()
+        return TaskHandle(
+            name,
+            pids.pid if pids else 0,
+            pids.supervisor_pid if pids else 0,
+            task.path,
+            float(meta.get("created_at", 0.0)),
+        )
+
+    def status(self, name: str) -> str:
+        task = self.dirs.get(name)
+        if task is None:
+            return "unknown"
+        if task.exit_status() is not None:
+            return "exited"
+        if task.supervisor_alive():
+            return "running"
+        return "exited" if task.exit_status() is not None else "unknown"
+
+    def exit_status(self, name: str) -> ExitStatus | None:
+        return self._task(name).exit_status()
+
+    def wait(self, name: str, timeout: float | None = None) -> ExitStatus:
+        task = self._task(name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = task.exit_status()
+            if status is not None:
+                return status
+            pids = task.pids()
+            if pids is None:
+                err = task.start_error()
+                if err is not None or not task.path.exists():
+                    raise SupervisorError(f"task {name!r} never started: {err or 'state removed'}")
+                slice_s = 0.05
+            elif not task.supervisor_alive():
+                status = task.exit_status()
+                if status is not None:
+                    return status
+                raise SupervisorError(
+                    f"the supervisor of task {name!r} is gone without recording an exit status "
+                    "(killed, or the host rebooted); the task's outcome is unknown"
+                )
+            else:
+                slice_s = 1.0
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(name, timeout or 0.0)
+                slice_s = min(slice_s, remaining)
+            if pids is not None:
+                _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, slice_s)
+            else:
+                time.sleep(slice_s)
+
+    def signal(self, name: str, signum: int) -> None:
+        task = self._task(name)
+        from jails.errors import NotRunning
+
+        if task.exit_status() is not None or task.pids() is None:
+            raise NotRunning(name)
+        self._signal(task, signum)
+
+    def stop(self, name: str, signum: int = signals.SIGTERM, timeout_s: float = 5.0) -> ExitStatus:
+        """Send signum, wait up to timeout_s, then SIGKILL everything in the jail/container."""
+        task = self._task(name)
+        status = task.exit_status()
+        if status is not None:
+            return status
+        from jails.errors import NotRunning
+
+        with contextlib.suppress(NotRunning):
+            self.signal(name, signum)
+        try:
+            return self.wait(name, timeout_s)
+        except WaitTimeout:
+            pass
+        self._kill_all(name, task.spec())
+        return self.wait(name, 30.0)
+
+    def stats(self, name: str) -> Usage:
+        task = self._task(name)
+        usage = self._sample(task)
+        with self._mu:
+            prev = self._last_cpu.get(name)
+            self._last_cpu[name] = (usage.timestamp_ns, usage.cpu_total_ns)
+        if prev is not None and usage.timestamp_ns > prev[0]:
+            pct = 100.0 * (usage.cpu_total_ns - prev[1]) / (usage.timestamp_ns - prev[0])
+            usage = _replace(usage, cpu_percent=max(pct, 0.0))
+        return usage
+
+    def destroy(self, name: str) -> None:
+        """Kill, remove the jail/container and its state. Destroying what is gone succeeds."""
+        path = self.dirs.root / name
+        meta: dict[str, Any] | None = None
+        with locked(path) as got:
+            retired = None
+            if got:
+                task = TaskDir(path)
+                with contextlib.suppress(JailError):
+                    meta = task.spec()
+            self._kill_all(name, meta)
+            if got:
+                # Let the supervisor record the exit before the directory goes away.
+                _wait_supervisor_gone(task, 10.0)
+                retired = self.dirs.retire(name)
+            self._teardown(name, meta)
+            if retired is not None:
+                remove_tree(retired)
+        with self._mu:
+            self._last_cpu.pop(name, None)
+
+    def sweep_garbage(self) -> list[str]:
+        """Remove half-created and half-deleted task dirs (never a live task's)."""
+        removed = []
+        for name, path in self.dirs.garbage():
+            meta = None
+            with contextlib.suppress(JailError):
+                meta = TaskDir(path).spec()
+            with contextlib.suppress(JailError, OSError):
+                self._kill_all(name, meta)
+                if self.dirs.get(name) is None or path.name.startswith("."):
+                    self._teardown(name, meta)
+            remove_tree(path)
+            removed.append(name)
+        return removed
+
+
+def _replace(u: Usage, **kw: Any) -> Usage:
+    import dataclasses
+
+    return dataclasses.replace(u, **kw)
+
+
+def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
+    """Block until pid exits or timeout_s passes (pidfd on Linux, polling elsewhere)."""
+    if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            if not identity_alive(pid, start):  # recycled pid: the real one is gone
+                return
+            select.select([fd], [], [], timeout_s)
+        finally:
+            os.close(fd)
+        return
+    time.sleep(min(timeout_s, 0.05))
+
+
+def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
+    try:
+        pids = task.pids()
+    except JailError:
+        return
+    if pids is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while identity_alive(pids.supervisor_pid, pids.supervisor_start):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.5))

@@ -1,0 +1,375 @@
+/*
+ * xc-supervisor: the per-task process that owns one task for its whole life.
+ *
+ * Why C: it stays resident once per task, so it must cost little memory (a Python interpreter is
+ * about 10 MiB; this is well under 1 MiB). It is compiled on first use by jails/supervisor.py.
+ *
+ *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV...
+ *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE runc RUNC ROOT BUNDLE NAME
+ *
+ * The launched process forks the supervisor proper (its own session, a subreaper) and exits 0 once
+ * the task runs (STATE_DIR/task.json written) or 1 if it could not be started (STATE_DIR/start_error
+ * written), so its caller gets a synchronous answer and the supervisor outlives the caller.
+ * STDOUT/STDERR are opened here, never by the caller: FIFOs are opened O_RDWR so that a late (or
+ * absent) reader never blocks the start; regular files are appended to.
+ * When the task exits the supervisor writes STATE_DIR/exit.json atomically (tmp, fsync, rename,
+ * fsync dir): {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
+ * exit_code 128+signal, as Nomad's executor does. OOM_FILE ("-" for none) is the memory cgroup's
+ * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
+ * In runc mode `runc create` gets the log targets as stdio (never pipes: runc would hang), the
+ * container init (reparented to us, the subreaper) is the task, and `runc start` releases it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#ifdef __FreeBSD__
+#include <sys/procctl.h>
+#include <sys/sysctl.h>
+#include <sys/user.h>
+#endif
+
+static const char *state_dir;
+static volatile sig_atomic_t task_pid = 0;
+
+static void die_errno(const char *what) {
+    fprintf(stderr, "xc-supervisor: %s: %s\n", what, strerror(errno));
+    _exit(1);
+}
+
+static void path_in_state(char *buf, size_t n, const char *leaf) {
+    if ((size_t)snprintf(buf, n, "%s/%s", state_dir, leaf) >= n) {
+        fprintf(stderr, "xc-supervisor: state dir path too long\n");
+        _exit(1);
+    }
+}
+
+/* Write STATE_DIR/leaf atomically: tmp file, fsync, rename, fsync directory. */
+static int write_atomic(const char *leaf, const char *content) {
+    char tmp[4096], dst[4096];
+    path_in_state(dst, sizeof dst, leaf);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", state_dir, leaf) >= sizeof tmp) return -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    size_t len = strlen(content), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, content + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) return -1;
+    if (rename(tmp, dst) != 0) return -1;
+    int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* Process start time, the half of the identity that survives pid reuse. */
+static unsigned long long start_time(pid_t pid) {
+#ifdef __linux__
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    /* comm may contain spaces and parens: fields restart after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p) return 0;
+    p += 2; /* field 3 */
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p, ' ');
+        if (p) p++;
+    }
+    return p ? strtoull(p, NULL, 10) : 0;
+#elif defined(__FreeBSD__)
+    int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, (int)pid};
+    struct kinfo_proc kp;
+    size_t len = sizeof kp;
+    if (sysctl(mib, 4, &kp, &len, NULL, 0) != 0 || len == 0) return 0;
+    return (unsigned long long)kp.ki_start.tv_sec * 1000000ULL + (unsigned long long)kp.ki_start.tv_usec;
+#else
+    (void)pid;
+    return 0;
+#endif
+}
+
+static int open_log(const char *path) {
+    struct stat st;
+    int fd;
+    if (stat(path, &st) == 0 && S_ISFIFO(st.st_mode))
+        /* O_RDWR on a FIFO never blocks waiting for a reader (Linux and FreeBSD). */
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    else
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    return fd;
+}
+
+static void child_stdio(int in, int out, int err) {
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(126);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+}
+
+/* fork+exec; returns the pid, or -1 with errno set if exec failed (reported through a pipe). */
+static pid_t spawn(char *const argv[], int in, int out, int err) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        close(p[0]);
+        child_stdio(in, out, err);
+        execvp(argv[0], argv);
+        int e = errno;
+        ssize_t w = write(p[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    close(p[1]);
+    int e = 0;
+    ssize_t r;
+    do r = read(p[0], &e, sizeof e);
+    while (r < 0 && errno == EINTR);
+    close(p[0]);
+    if (r == (ssize_t)sizeof e) {
+        int st;
+        waitpid(pid, &st, 0);
+        errno = e;
+        return -1;
+    }
+    return pid;
+}
+
+static int wait_exact(pid_t pid) {
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, 0);
+        if (r == pid) return st;
+        if (r < 0 && errno != EINTR) return -1;
+    }
+}
+
+static void forward(int sig) {
+    if (task_pid > 0) kill((pid_t)task_pid, sig);
+}
+
+static long oom_kills(const char *path) {
+    if (strcmp(path, "-") == 0) return 0;
+    FILE *f = fopen(path, "re");
+    if (!f) return 0;
+    char line[256];
+    long n = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "oom_kill ", 9) == 0) n = strtol(line + 9, NULL, 10);
+    }
+    fclose(f);
+    return n;
+}
+
+static void json_escape(char *dst, size_t n, const char *src) {
+    size_t j = 0;
+    for (size_t i = 0; src[i] && j + 7 < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c == '"' || c == '\\') {
+            dst[j++] = '\\';
+            dst[j++] = (char)c;
+        } else if (c < 0x20) {
+            j += (size_t)snprintf(dst + j, n - j, "\\u%04x", c);
+        } else {
+            dst[j++] = (char)c;
+        }
+    }
+    dst[j] = 0;
+}
+
+static void start_failed(int ready_fd, const char *what, int err) {
+    char msg[1024], esc[2048], body[2304];
+    snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+    json_escape(esc, sizeof esc, msg);
+    snprintf(body, sizeof body, "{\"error\": \"%s\"}\n", esc);
+    write_atomic("start_error", body);
+    ssize_t w = write(ready_fd, "1", 1);
+    (void)w;
+    _exit(1);
+}
+
+static pid_t read_pid_file(const char *path) {
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    long pid = -1;
+    if (fscanf(f, "%ld", &pid) != 1) pid = -1;
+    fclose(f);
+    return (pid_t)pid;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 7) {
+        fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "
+                        "runc RUNC ROOT BUNDLE NAME\n");
+        return 2;
+    }
+    state_dir = argv[1];
+    const char *out_path = argv[2], *err_path = argv[3], *oom_file = argv[4], *mode = argv[5];
+    int is_runc = strcmp(mode, "runc") == 0;
+    if (!is_runc && strcmp(mode, "exec") != 0) {
+        fprintf(stderr, "xc-supervisor: unknown mode %s\n", mode);
+        return 2;
+    }
+    if (is_runc && argc != 10) {
+        fprintf(stderr, "xc-supervisor: runc mode takes RUNC ROOT BUNDLE NAME\n");
+        return 2;
+    }
+
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) die_errno("pipe");
+    pid_t sup = fork();
+    if (sup < 0) die_errno("fork");
+    if (sup > 0) {
+        /* The launcher: report whether the task started, then leave the supervisor behind. */
+        close(ready[1]);
+        char c = '1';
+        ssize_t r;
+        do r = read(ready[0], &c, 1);
+        while (r < 0 && errno == EINTR);
+        return (r == 1 && c == '0') ? 0 : 1;
+    }
+    close(ready[0]);
+    setsid();
+    if (chdir("/") != 0) die_errno("chdir /");
+#ifdef __linux__
+    /* Orphans of the task (the container init once `runc create` exits) are reparented to us. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#elif defined(__FreeBSD__)
+    procctl(P_PID, getpid(), PROC_REAP_ACQUIRE, NULL);
+#endif
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    sa.sa_flags = SA_RESTART;
+    int fwd[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof fwd / sizeof fwd[0]; i++) sigaction(fwd[i], &sa, NULL);
+
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) start_failed(ready[1], "open /dev/null", errno);
+    /* Hold nothing of the caller's stdio: a caller reading our stderr must see EOF when the
+     * launcher exits. Failures from here on are reported through STATE_DIR files. */
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    int out = open_log(out_path);
+    if (out < 0) start_failed(ready[1], out_path, errno);
+    int err = open_log(err_path);
+    if (err < 0) start_failed(ready[1], err_path, errno);
+
+    pid_t pid;
+    if (!is_runc) {
+        pid = spawn(argv + 6, devnull, out, err);
+        if (pid < 0) start_failed(ready[1], argv[6], errno);
+    } else {
+        char pidfile[4096], logfile[4096];
+        path_in_state(pidfile, sizeof pidfile, "init.pid");
+        path_in_state(logfile, sizeof logfile, "runc.log");
+        char *create[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
+                          "create", "--bundle", argv[8], "--pid-file", pidfile, argv[9], NULL};
+        pid_t c = spawn(create, devnull, out, err);
+        if (c < 0) start_failed(ready[1], argv[6], errno);
+        int st = wait_exact(c);
+        if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            start_failed(ready[1], "runc create failed (see runc.log)", EINVAL);
+        pid = read_pid_file(pidfile);
+        if (pid <= 0) start_failed(ready[1], "runc create wrote no pid file", ENOENT);
+    }
+    task_pid = pid;
+    close(out);
+    close(err);
+
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"supervisor_pid\": %d, \"supervisor_start\": %llu, \"pid\": %d, \"pid_start\": %llu}\n",
+             (int)getpid(), start_time(getpid()), (int)pid, start_time(pid));
+    if (write_atomic("task.json", body) != 0) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        start_failed(ready[1], "write task.json", e);
+    }
+
+    if (is_runc) {
+        char logfile[4096], task_json[4096];
+        path_in_state(logfile, sizeof logfile, "runc.log");
+        char *start[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
+                         "start", argv[9], NULL};
+        pid_t s = spawn(start, devnull, devnull, devnull);
+        int st = s < 0 ? -1 : wait_exact(s);
+        if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            kill(pid, SIGKILL);
+            wait_exact(pid);
+            path_in_state(task_json, sizeof task_json, "task.json");
+            unlink(task_json);
+            start_failed(ready[1], "runc start failed (see runc.log)", EINVAL);
+        }
+    }
+    close(devnull);
+
+    ssize_t w = write(ready[1], "0", 1);
+    (void)w;
+    close(ready[1]);
+
+    /* Reap everything reparented to us; the task's own status is the one we record. */
+    int status = 0;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(-1, &st, 0);
+        if (r == pid) {
+            status = st;
+            break;
+        }
+        if (r < 0 && errno == ECHILD) {
+            status = -1;
+            break;
+        }
+    }
+    task_pid = 0;
+    int code, sig = 0;
+    if (status == -1) {
+        code = -1;
+    } else if (WIFSIGNALED(status)) {
+        sig = WTERMSIG(status);
+        code = 128 + sig;
+    } else {
+        code = WEXITSTATUS(status);
+    }
+    long ooms = oom_kills(oom_file);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    snprintf(body, sizeof body,
+             "{\"exit_code\": %d, \"signal\": %d, \"oom_killed\": %s, \"finished_at\": %ld.%06ld}\n",
+             code, sig, ooms > 0 ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
+    if (write_atomic("exit.json", body) != 0) die_errno("write exit.json");
+    /* Remaining reparented orphans are reaped by init once we exit. */
+    return 0;
+}

@@ -1,0 +1,225 @@
+"""Per-task state directory: the only record a fresh process needs to find a task again.
+
+Layout of ``<state_root>/tasks/<name>/``:
+  .lock        flock held while the task is being created or destroyed
+  spec.json    what was asked for (written before the rename that publishes the directory)
+  task.json    written by the supervisor once the task runs: supervisor and task pid + start time
+  exit.json    written by the supervisor when the task ended (the commit marker of a finished task)
+  start_error  written by the supervisor when the task could not be started
+
+A directory is created as ``.new-<name>-<rand>`` and renamed into place, and removed by renaming it
+to ``.del-<name>-<rand>`` first, so a crash mid-way leaves a name no task can be mistaken for.
+A published directory with no task.json whose lock is free is a crashed start: garbage too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jails.errors import JailError, JailExists
+from jails.model import ExitStatus
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise JailError(f"corrupt state file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise JailError(f"corrupt state file {path}: not a JSON object")
+    return data
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a live (non-zombie) pid as the supervisor records it, else None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
+
+
+def identity_alive(pid: int, start: int) -> bool:
+    """True if pid is alive and is the same process that was recorded (not a recycled pid)."""
+    if pid <= 0:
+        return False
+    if not Path("/proc").joinpath("self").exists():  # no procfs (FreeBSD): best effort
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    now = proc_start_time(pid)
+    return now is not None and (start == 0 or now == start)
+
+
+@dataclass(frozen=True)
+class TaskPids:
+    supervisor_pid: int
+    supervisor_start: int
+    pid: int
+    pid_start: int
+
+
+class TaskDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.json"
+
+    def pids(self) -> TaskPids | None:
+        data = read_json(self.path / "task.json")
+        if data is None:
+            return None
+        return TaskPids(
+            int(data["supervisor_pid"]),
+            int(data["supervisor_start"]),
+            int(data["pid"]),
+            int(data["pid_start"]),
+        )
+
+    def exit_status(self) -> ExitStatus | None:
+        data = read_json(self.path / "exit.json")
+        return ExitStatus.from_json(data) if data is not None else None
+
+    def start_error(self) -> str | None:
+        data = read_json(self.path / "start_error")
+        return str(data.get("error")) if data is not None else None
+
+    def spec(self) -> dict[str, Any]:
+        data = read_json(self.spec_file)
+        if data is None:
+            raise JailError(f"state dir {self.path} has no spec.json")
+        return data
+
+    def supervisor_alive(self) -> bool:
+        p = self.pids()
+        if p is None:
+            return False
+        if self.spec().get("boot_id", "") != boot_id():
+            return False
+        return identity_alive(p.supervisor_pid, p.supervisor_start)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """flock on ``path/.lock``; yields False (not locked) when non-blocking and busy or gone."""
+    try:
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except (FileNotFoundError, NotADirectoryError):
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                yield False
+                return
+            raise
+        yield True
+    finally:
+        os.close(fd)
+
+
+class TaskDirs:
+    """All task directories under one state root."""
+
+    def __init__(self, state_root: Path) -> None:
+        self.root = state_root / "tasks"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str) -> TaskDir | None:
+        p = self.root / name
+        return TaskDir(p) if (p / "spec.json").exists() else None
+
+    def new_staging(self, name: str) -> Path:
+        p = self.root / f".new-{name}-{secrets.token_hex(4)}"
+        p.mkdir(mode=0o700)
+        return p
+
+    def publish(self, staging: Path, name: str) -> TaskDir:
+        dst = self.root / name
+        try:
+            os.rename(staging, dst)  # fails if dst exists and is non-empty
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise JailExists(name) from exc
+            raise
+        return TaskDir(dst)
+
+    def retire(self, name: str) -> Path | None:
+        """Rename the task dir out of the namespace (first step of removal)."""
+        src = self.root / name
+        dst = self.root / f".del-{name}-{secrets.token_hex(4)}"
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return None
+        return dst
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+
+    def garbage(self) -> list[tuple[str, Path]]:
+        """(task name, path) of staging/retired dirs and crashed starts whose lock is free."""
+        out: list[tuple[str, Path]] = []
+        for p in self.root.iterdir():
+            if p.name.startswith((".new-", ".del-")):
+                name = p.name[5:].rsplit("-", 1)[0]
+            elif not p.name.startswith(".") and not (p / "task.json").exists():
+                name = p.name  # published but never started (crash or failed start)
+            else:
+                continue
+            with locked(p, blocking=False) as got:
+                if got:
+                    out.append((name, p))
+        return out
+
+
+def remove_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
