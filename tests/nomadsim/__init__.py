@@ -1,0 +1,1 @@
+"""The Nomad-client test rig (a Go program) and its Python client."""

@@ -1,0 +1,147 @@
+"""The rig rejects what a real Nomad client rejects, proven with deliberately broken plugins.
+
+Each broken mode of tests/rig/misbehaving_plugin.py differs from its ``ok`` baseline in one way;
+every test also runs the baseline, so a rig that rejected everything would fail here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.nomadsim.client import Rig, RigError
+
+Argv = Callable[[str], list[str]]
+
+
+@pytest.fixture
+def launch(rig: Rig, penv: dict[str, str]) -> Callable[..., dict[str, Any]]:
+    def go(argv: list[str], **params: Any) -> dict[str, Any]:
+        params.setdefault("start_timeout_s", 20)
+        return rig.call("launch", argv=argv, env=penv, **params)
+
+    return go
+
+
+Launch = Callable[..., dict[str, Any]]
+
+
+def test_baseline_plugin_passes_every_check(rig: Rig, launch: Launch, misbehaving: Argv) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    assert rig.check("plugin_info")["info"]["name"] == "broken"
+    assert rig.check("config_schema")["present"] is True
+    rig.check("set_config", hcl='retries = "3"\ntags = ["a"]\n')
+    rig.check("task_config_schema")
+    rig.check("fingerprint_start")
+    rig.check("events_start")
+    fp = rig.check("fingerprint_poll", min_count=1, wait_s=10)
+    assert fp["messages"] and fp["ended"] is False
+    assert rig.check("events_poll", min_count=1, wait_s=0.5)["ended"] is False
+    assert rig.check("logs")["problems"] == []
+    down = rig.check("shutdown")
+    assert down["graceful"] is True and down["exited"] is True
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("app-version-1", "incompatible API version"),
+        ("core-version-2", "incompatible core API version"),
+        ("netrpc", "Unsupported plugin protocol"),
+        ("banner", "Unrecognized remote plugin message"),
+        ("exit-before-handshake", "failed to read any lines from plugin's stdout"),
+    ],
+)
+def test_wrong_handshake_is_rejected(
+    rig: Rig, launch: Launch, misbehaving: Argv, mode: str, expected: str
+) -> None:
+    reply = launch(misbehaving(mode))
+    assert reply["ok"] is False
+    assert reply["stage"] == "handshake"
+    assert expected.lower() in str(reply["error"]).lower()
+
+
+def test_silent_plugin_times_out(rig: Rig, launch: Launch, misbehaving: Argv) -> None:
+    reply = launch(misbehaving("silent"), start_timeout_s=1.5)
+    assert reply["ok"] is False
+    assert "timeout while waiting for plugin to start" in str(reply["error"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("schema-unknown-node", "unknown spec type"),
+        ("schema-default-attr-noname", "Missing name in attribute spec"),
+        ("schema-unquoted-literal", 'literal "sh" is not a constant'),
+        ("schema-quoted-type", "is not a type expression"),
+        ("schema-mistyped", "is not a type expression"),
+    ],
+)
+def test_broken_config_schema_is_rejected(
+    rig: Rig, launch: Launch, misbehaving: Argv, mode: str, expected: str
+) -> None:
+    assert launch(misbehaving(mode))["ok"]
+    with pytest.raises(RigError) as err:
+        rig.check("config_schema")
+    assert err.value.stage == "schema"
+    assert expected in str(err.value)
+
+
+def test_unset_task_config_schema_is_rejected(rig: Rig, launch: Launch, misbehaving: Argv) -> None:
+    assert launch(misbehaving("task-schema-unset"))["ok"]
+    with pytest.raises(RigError, match="nil spec given"):
+        rig.check("task_config_schema")
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("info-type", "a driver must report DRIVER"), ("info-api-version", "lacks v0.1.0")],
+)
+def test_bad_plugin_info_is_rejected(
+    rig: Rig, launch: Launch, misbehaving: Argv, mode: str, expected: str
+) -> None:
+    assert launch(misbehaving(mode))["ok"]
+    with pytest.raises(RigError, match=expected):
+        rig.check("plugin_info")
+
+
+@pytest.mark.parametrize("stream", ["fingerprint", "events"])
+def test_stream_that_ends_is_reported(
+    rig: Rig, launch: Launch, misbehaving: Argv, stream: str
+) -> None:
+    assert launch(misbehaving(f"{stream}-ends"))["ok"]
+    rig.check(f"{stream}_start")
+    polled = rig.check(f"{stream}_poll", min_count=100, wait_s=10)
+    assert polled["ended"] is True
+
+
+def test_log_lines_nomad_cannot_read_are_reported(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("bad-logs"))["ok"]
+    logs = rig.check("logs")
+    problems = " ".join(p["problem"] for p in logs["problems"])
+    assert "@level" in problems
+    # go-plugin falls back to logging the raw line at debug.
+    raw = [e for e in logs["agent"] if '"warning"' in e["message"]]
+    assert raw and raw[0]["level"] == "debug"
+
+
+def test_misspelled_and_mistyped_keys_never_reach_the_plugin(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    rig.check("config_schema")
+    with pytest.raises(RigError) as err:
+        rig.check("set_config", hcl="retires = 3\n")
+    assert err.value.stage == "decode" and '"retires"' in str(err.value)
+    with pytest.raises(RigError) as err:
+        rig.check("set_config", hcl='retries = "three"\n')
+    assert err.value.stage == "decode" and "retries" in str(err.value)
+    with pytest.raises(RigError) as err:
+        rig.check("set_config", hcl="shell = sh\n")  # unquoted: a variable reference
+    assert err.value.stage == "parse"
+    ok = rig.check("set_config", hcl="retries = 3\n")
+    assert ok["value"] == {"retries": 3, "shell": "sh", "tags": None}
