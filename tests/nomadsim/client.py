@@ -62,7 +62,7 @@ def go_binary() -> str:
 
 
 def build_rig(out_dir: Path = BIN_DIR) -> Path:
-    """``go build`` the rig (Go caches the work, so repeated builds are fast) and return its path."""
+    """``go build`` the rig (Go caches repeated builds) and return the binary's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "nomadsim"
     env = dict(os.environ)
