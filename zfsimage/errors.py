@@ -15,7 +15,7 @@ class ImageError(Exception):
     transient: bool = False
 
 
-class ReferenceError_(ImageError):  # noqa: N801 - the name is part of the package contract
+class ReferenceError_(ImageError):
     """An image reference string that cannot be parsed."""
 
 

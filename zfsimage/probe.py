@@ -36,7 +36,8 @@ def probe_dataset(dataset: str) -> DatasetProbe:
         try:
             props = zfs.get([pool], ["available", "used"])
         except ZfsError as exc:
-            return DatasetProbe(False, f"ZFS pool {pool!r} is not available ({'; '.join(exc.stderr.splitlines()) or exc}); "
+            why = "; ".join(exc.stderr.splitlines()) or str(exc)
+            return DatasetProbe(False, f"ZFS pool {pool!r} is not available ({why}); "
                                        "import or create the pool, or start the ZFS daemon", attrs)
         pool_props = props.get(pool, {})
         if zfs.exists(dataset):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from zfsimage import probe_dataset
-from zfsimage import zfs
+from zfsimage import probe_dataset, zfs
 
 
 def test_probe_rejects_bad_name() -> None:
