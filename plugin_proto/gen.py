@@ -80,7 +80,9 @@ def generate(out_root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plugin_proto.gen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m plugin_proto.gen", description="regenerate the protobuf modules"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if generated files are stale")
     opts = parser.parse_args(argv)
 

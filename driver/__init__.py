@@ -1,0 +1,1 @@
+"""The nomad-driver-xc plugin process: go-plugin shim, Nomad gRPC services, task lifecycle."""

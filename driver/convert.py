@@ -1,0 +1,200 @@
+"""Pure conversions between protobuf messages and the plugin's own types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+
+from driver import hclschema as hs
+from driver.events import TaskEvent
+from driver.fingerprint import Fingerprint, Health
+from plugin_proto import base_pb2, driver_pb2, hclspec_pb2, structs_pb2
+
+# ---- hclspec ----
+
+
+def spec_to_proto(node: hs.Node) -> hclspec_pb2.Spec:
+    if isinstance(node, hs.Object):
+        return hclspec_pb2.Spec(object=hclspec_pb2.Object(
+            attributes={k: spec_to_proto(v) for k, v in node.attributes}))
+    if isinstance(node, hs.Attr):
+        return hclspec_pb2.Spec(Attr=hclspec_pb2.Attr(
+            name=node.name, type=node.type, required=node.required))
+    if isinstance(node, hs.Default):
+        return hclspec_pb2.Spec(default=hclspec_pb2.Default(
+            primary=spec_to_proto(node.primary), default=spec_to_proto(node.default)))
+    if isinstance(node, hs.Literal):
+        return hclspec_pb2.Spec(literal=hclspec_pb2.Literal(value=node.value))
+    if isinstance(node, hs.Block):
+        return hclspec_pb2.Spec(block_value=hclspec_pb2.Block(
+            name=node.name, required=node.required, nested=spec_to_proto(node.nested)))
+    if isinstance(node, hs.BlockList):
+        return hclspec_pb2.Spec(block_list=hclspec_pb2.BlockList(
+            name=node.name, min_items=node.min_items, max_items=node.max_items,
+            nested=spec_to_proto(node.nested)))
+    if isinstance(node, hs.BlockAttrs):
+        return hclspec_pb2.Spec(block_attrs=hclspec_pb2.BlockAttrs(
+            name=node.name, type=node.type, required=node.required))
+    raise TypeError(f"no hclspec for {node!r}")
+
+
+def spec_from_proto(msg: hclspec_pb2.Spec) -> hs.Node:
+    """The inverse of spec_to_proto, for round-trip tests and for reading specs back."""
+    kind = msg.WhichOneof("block")
+    if kind == "object":
+        return hs.Object(tuple(sorted(
+            (k, spec_from_proto(v)) for k, v in msg.object.attributes.items())))
+    if kind == "Attr":
+        return hs.Attr(msg.Attr.name, msg.Attr.type, msg.Attr.required)
+    if kind == "default":
+        d = msg.default
+        return hs.Default(spec_from_proto(d.primary), spec_from_proto(d.default))
+    if kind == "literal":
+        return hs.Literal(msg.literal.value)
+    if kind == "block_value":
+        b = msg.block_value
+        return hs.Block(b.name, spec_from_proto(b.nested), b.required)
+    if kind == "block_list":
+        bl = msg.block_list
+        return hs.BlockList(bl.name, spec_from_proto(bl.nested), bl.min_items, bl.max_items)
+    if kind == "block_attrs":
+        ba = msg.block_attrs
+        return hs.BlockAttrs(ba.name, ba.type, ba.required)
+    raise ValueError(f"unsupported hclspec variant {kind!r}")
+
+
+def schema_to_proto(schema: hs.Schema) -> hclspec_pb2.Spec:
+    return spec_to_proto(hs.spec(schema))
+
+
+# ---- fingerprint, events, capabilities ----
+
+_HEALTH: dict[Health, driver_pb2.FingerprintResponse.HealthState.ValueType] = {
+    "undetected": driver_pb2.FingerprintResponse.UNDETECTED,
+    "unhealthy": driver_pb2.FingerprintResponse.UNHEALTHY,
+    "healthy": driver_pb2.FingerprintResponse.HEALTHY,
+}
+
+
+def attribute_to_proto(value: str | int | float | bool) -> structs_pb2.Attribute:
+    if isinstance(value, bool):
+        return structs_pb2.Attribute(bool_val=value)
+    if isinstance(value, int):
+        return structs_pb2.Attribute(int_val=value)
+    if isinstance(value, float):
+        return structs_pb2.Attribute(float_val=value)
+    return structs_pb2.Attribute(string_val=str(value))
+
+
+def attribute_from_proto(msg: structs_pb2.Attribute) -> str | int | float | bool:
+    kind = msg.WhichOneof("value")
+    if kind is None:
+        return ""
+    value: str | int | float | bool = getattr(msg, kind)
+    return value
+
+
+def fingerprint_to_proto(fp: Fingerprint) -> driver_pb2.FingerprintResponse:
+    # "" would delete the node attribute in Nomad; a probe's empty value means "not known".
+    attrs = {k: attribute_to_proto(v) for k, v in fp.attributes.items() if v != ""}
+    return driver_pb2.FingerprintResponse(
+        attributes=attrs, health=_HEALTH[fp.health], health_description=fp.description)
+
+
+def fingerprint_from_proto(msg: driver_pb2.FingerprintResponse) -> Fingerprint:
+    health: Health = next(k for k, v in _HEALTH.items() if v == msg.health)
+    return Fingerprint(health, msg.health_description,
+                       {k: str(attribute_from_proto(v)) for k, v in msg.attributes.items()})
+
+
+def timestamp_to_proto(when: object) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)  # type: ignore[arg-type]
+    return ts
+
+
+def event_to_proto(ev: TaskEvent) -> driver_pb2.DriverTaskEvent:
+    return driver_pb2.DriverTaskEvent(
+        task_id=ev.task_id, alloc_id=ev.alloc_id, task_name=ev.task_name,
+        timestamp=timestamp_to_proto(ev.timestamp), message=ev.message,
+        annotations=dict(ev.annotations))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    send_signals: bool = True
+    exec: bool = True
+    fs_isolation: str = "image"  # the task root is the image's ZFS clone
+    network_isolation_modes: tuple[str, ...] = ("host",)
+    must_create_network: bool = False
+    mount_configs: str = "any"
+    disable_log_collection: bool = False
+    dynamic_workload_users: bool = False
+
+
+_Caps = driver_pb2.DriverCapabilities
+_Net = driver_pb2.NetworkIsolationSpec
+_FS: dict[str, _Caps.FSIsolation.ValueType] = {
+    "none": _Caps.NONE, "chroot": _Caps.CHROOT, "image": _Caps.IMAGE, "unveil": _Caps.UNVEIL}
+_NET: dict[str, _Net.NetworkIsolationMode.ValueType] = {
+    "host": _Net.HOST, "group": _Net.GROUP, "task": _Net.TASK, "none": _Net.NONE}
+_MOUNTS: dict[str, _Caps.MountConfigs.ValueType] = {
+    "any": _Caps.ANY_MOUNTS, "none": _Caps.NO_MOUNTS}
+
+
+def capabilities_to_proto(c: Capabilities) -> driver_pb2.DriverCapabilities:
+    return driver_pb2.DriverCapabilities(
+        send_signals=c.send_signals, exec=c.exec, fs_isolation=_FS[c.fs_isolation],
+        network_isolation_modes=[_NET[m] for m in c.network_isolation_modes],
+        must_create_network=c.must_create_network, mount_configs=_MOUNTS[c.mount_configs],
+        disable_log_collection=c.disable_log_collection,
+        dynamic_workload_users=c.dynamic_workload_users)
+
+
+def _key_of(table: Mapping[str, int], value: int) -> str:
+    return next(k for k, v in table.items() if v == value)
+
+
+def capabilities_from_proto(msg: driver_pb2.DriverCapabilities) -> Capabilities:
+    inv = _key_of
+    return Capabilities(
+        send_signals=msg.send_signals, exec=msg.exec, fs_isolation=inv(_FS, msg.fs_isolation),
+        network_isolation_modes=tuple(inv(_NET, m) for m in msg.network_isolation_modes),
+        must_create_network=msg.must_create_network,
+        mount_configs=inv(_MOUNTS, msg.mount_configs),
+        disable_log_collection=msg.disable_log_collection,
+        dynamic_workload_users=msg.dynamic_workload_users)
+
+
+# ---- Nomad's own settings (SetConfig.nomad_config) ----
+
+
+@dataclass(frozen=True)
+class NomadInfo:
+    client_min_port: int
+    client_max_port: int
+    total_compute_mhz: int
+    cores: int
+
+
+def nomad_info_from_proto(msg: base_pb2.NomadConfig) -> NomadInfo:
+    d = msg.driver
+    topo = d.Topology
+    cores = [c for c in topo.cores if not c.disable]
+    total = topo.override_total_compute or sum(
+        (c.guess_speed or c.base_speed or c.max_speed) for c in cores)
+    return NomadInfo(d.ClientMinPort, d.ClientMaxPort, int(total), len(cores))
+
+
+def nomad_info_to_proto(info: NomadInfo) -> base_pb2.NomadConfig:
+    """For tests: a NomadConfig whose cores add up to ``info`` (an even split per core)."""
+    per = info.total_compute_mhz // info.cores if info.cores else 0
+    cores = [base_pb2.ClientTopologyCore(core_id=i, base_speed=per) for i in range(info.cores)]
+    return base_pb2.NomadConfig(driver=base_pb2.NomadDriverConfig(
+        ClientMinPort=info.client_min_port, ClientMaxPort=info.client_max_port,
+        Topology=base_pb2.ClientTopology(
+            cores=cores,
+            override_total_compute=0 if per * info.cores == info.total_compute_mhz
+            else info.total_compute_mhz)))

@@ -1,0 +1,204 @@
+"""A go-plugin server in Python: what hashicorp/go-plugin's client expects from a gRPC plugin.
+
+Magic-cookie check, the handshake line on stdout, a unix socket, an asyncio gRPC server with
+unlimited message sizes, and the services go-plugin itself calls: ``plugin.GRPCController``
+(Shutdown: exit promptly), ``plugin.GRPCStdio`` and ``grpc.health.v1.Health`` (service
+``plugin`` SERVING). It knows nothing of what the plugin serves: the caller registers its own
+services in ``register``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+
+from plugin_proto import (
+    goplugin_controller_pb2,
+    goplugin_controller_pb2_grpc,
+    goplugin_stdio_pb2,
+    goplugin_stdio_pb2_grpc,
+    grpc_health_pb2,
+    grpc_health_pb2_grpc,
+)
+
+log = logging.getLogger("goplugin")
+
+CORE_PROTOCOL_VERSION = 1
+# sun_path is 108 bytes on Linux, 104 on FreeBSD (including the NUL).
+MAX_SOCKET_PATH = 103
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+)
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What the host application and its plugins agree on."""
+
+    cookie_key: str
+    cookie_value: str
+    app_protocol_version: int
+
+
+class HandshakeError(Exception):
+    """The process was not started by a compatible go-plugin host; str() says what to do."""
+
+
+def check_environment(hs: Handshake, environ: Mapping[str, str]) -> None:
+    """Raise HandshakeError unless the environment carries the cookie and our protocol version."""
+    if environ.get(hs.cookie_key) != hs.cookie_value:
+        raise HandshakeError("cookie")
+    offered = environ.get("PLUGIN_PROTOCOL_VERSIONS", "")
+    if offered:
+        versions = {v.strip() for v in offered.split(",")}
+        if str(hs.app_protocol_version) not in versions:
+            raise HandshakeError(
+                f"the host offers plugin protocol versions {offered}, but this plugin speaks "
+                f"version {hs.app_protocol_version}; use a matching host release"
+            )
+
+
+def socket_path(environ: Mapping[str, str], pid: int | None = None) -> Path:
+    """Where to listen: ``PLUGIN_UNIX_SOCKET_DIR`` or the temp dir, short enough for sun_path."""
+    base = environ.get("PLUGIN_UNIX_SOCKET_DIR") or tempfile.gettempdir()
+    path = Path(base) / f"plugin{pid if pid is not None else os.getpid()}"
+    if len(os.fsencode(str(path))) > MAX_SOCKET_PATH:
+        raise HandshakeError(
+            f"unix socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
+            "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
+        )
+    return path
+
+
+def handshake_line(hs: Handshake, path: Path) -> str:
+    # No certificate field: the host enables no AutoMTLS, and a certificate would break it.
+    return f"{CORE_PROTOCOL_VERSION}|{hs.app_protocol_version}|unix|{path}|grpc\n"
+
+
+class _Controller(goplugin_controller_pb2_grpc.GRPCControllerServicer):
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+
+    async def Shutdown(self, request: Any, context: Any) -> goplugin_controller_pb2.Empty:
+        log.debug("shutdown requested by the host")
+        self._stop.set()
+        return goplugin_controller_pb2.Empty()
+
+
+class _Stdio(goplugin_stdio_pb2_grpc.GRPCStdioServicer):
+    """Held open until shutdown; the plugin writes nothing to stdout after the handshake."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+
+    async def StreamStdio(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[goplugin_stdio_pb2.StdioData]:
+        await self._stop.wait()
+        return
+        yield  # an async generator that ends when the plugin stops
+
+
+class _Health(grpc_health_pb2_grpc.HealthServicer):
+    SERVICES = frozenset({"", "plugin"})
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+
+    def _status(self, service: str, context: Any) -> grpc_health_pb2.HealthCheckResponse:
+        if service not in self.SERVICES:
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details(f"unknown health service {service!r}; ask for 'plugin'")
+            return grpc_health_pb2.HealthCheckResponse(
+                status=grpc_health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            )
+        return grpc_health_pb2.HealthCheckResponse(
+            status=grpc_health_pb2.HealthCheckResponse.SERVING
+        )
+
+    async def Check(self, request: Any, context: Any) -> grpc_health_pb2.HealthCheckResponse:
+        return self._status(request.service, context)
+
+    async def Watch(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[grpc_health_pb2.HealthCheckResponse]:
+        yield self._status(request.service, context)
+        await self._stop.wait()
+
+
+Register = Callable[[grpc.aio.Server, asyncio.Event], Awaitable[None] | None]
+
+
+async def run(
+    hs: Handshake,
+    register: Register,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: IO[str] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve until the host calls Shutdown or SIGTERM arrives; returns the exit status.
+
+    ``register(server, stop)`` adds the plugin's own services; it may set ``stop`` to exit.
+    """
+    env = os.environ if environ is None else environ
+    out = sys.stdout if stdout is None else stdout
+    stop = stop or asyncio.Event()
+    path = socket_path(env)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a leftover of a dead plugin with our pid
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    goplugin_controller_pb2_grpc.add_GRPCControllerServicer_to_server(_Controller(stop), server)
+    goplugin_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(_Stdio(stop), server)
+    grpc_health_pb2_grpc.add_HealthServicer_to_server(_Health(stop), server)
+    maybe = register(server, stop)
+    if maybe is not None:
+        await maybe
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        out.write(handshake_line(hs, path))
+        out.flush()
+        log.debug("plugin serving", extra={"address": str(path), "pid": os.getpid()})
+        await stop.wait()
+        log.debug("plugin stopping")
+    finally:
+        # A short grace lets the Shutdown response itself reach the host.
+        await server.stop(grace=0.2)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return 0
+
+
+def serve(hs: Handshake, register: Register, *, not_a_plugin_message: str) -> int:
+    """The whole plugin process: check, ignore SIGINT, serve. Returns the exit status."""
+    try:
+        check_environment(hs, os.environ)
+    except HandshakeError as exc:
+        msg = not_a_plugin_message if str(exc) == "cookie" else str(exc)
+        sys.stderr.write(msg + "\n")
+        return 1
+    # The plugin shares the host's process group: a Ctrl-C meant for the host must not stop it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return asyncio.run(run(hs, register))
+    except HandshakeError as exc:
+        log.error(str(exc))
+        return 1

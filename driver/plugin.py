@@ -1,0 +1,53 @@
+"""The plugin's state between RPCs: its config, Nomad's settings, the event bus, fingerprints.
+
+No protobuf here; ``driver.servicer`` converts at the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from driver.config import PluginConfig, TaskConfig, check_task_allowed, decode_plugin_config
+from driver.config import decode_task_config as _decode_task_config
+from driver.convert import Capabilities, NomadInfo
+from driver.events import EventBus
+from driver.fingerprint import Fingerprinter
+
+log = logging.getLogger("plugin")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    api_versions: tuple[str, ...]
+
+
+class XcPlugin:
+    def __init__(self, fingerprinter: Fingerprinter | None = None) -> None:
+        # Defaults until SetConfig: after an agent crash Nomad re-attaches without SetConfig.
+        self.config = PluginConfig()
+        self.configured = False
+        self.nomad: NomadInfo | None = None
+        self.events = EventBus()
+        self.fingerprinter = fingerprinter or Fingerprinter(lambda: self.config)
+        self.capabilities = Capabilities()
+
+    def set_config(self, raw: bytes, nomad: NomadInfo | None) -> PluginConfig:
+        """Decode and adopt a plugin config; idempotent, and atomic: a bad one changes nothing."""
+        cfg = decode_plugin_config(raw)
+        changed = cfg != self.config
+        self.config = cfg
+        self.configured = True
+        if nomad is not None:  # the validation call at agent start carries no nomad_config
+            self.nomad = nomad
+        log.debug("plugin config set", extra={"config": repr(cfg), "nomad": repr(nomad)})
+        if changed:
+            self.fingerprinter.poke()
+        return cfg
+
+    def decode_task_config(self, raw: bytes) -> TaskConfig:
+        task = _decode_task_config(raw)
+        check_task_allowed(task, self.config)
+        return task
