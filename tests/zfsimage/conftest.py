@@ -14,7 +14,8 @@ _n = itertools.count()
 
 
 @pytest.fixture
-def make_store(zpool: Pool, request: pytest.FixtureRequest
+def make_store(zpool: Pool,  # noqa: F811
+               request: pytest.FixtureRequest
                ) -> Iterator[Callable[..., ImageStore]]:
     """Build ImageStores on fresh datasets of the session pool; destroyed after the test."""
     made: list[str] = []
