@@ -148,9 +148,9 @@ def parse_duration(text: str) -> timedelta | None:
 def _duration(path: str, text: str, hint: str, positive: bool = True) -> timedelta:
     d = parse_duration(text)
     if d is None:
-        raise ConfigError(path, f"{text!r} is not a duration", hint)
+        raise ConfigError(path, f'"{text}" is not a duration', hint)
     if positive and d <= timedelta(0):
-        raise ConfigError(path, f"{text!r} must be longer than zero", hint)
+        raise ConfigError(path, f'"{text}" must be longer than zero', hint)
     return d
 
 
@@ -227,6 +227,10 @@ class Limits:
     maxproc: int = 0
     openfiles: int = 0
 
+    def under(self, maximum: Limits) -> Limits:
+        """These defaults with each unset value replaced by the maximum (0 stays 0 if none)."""
+        return Limits(self.maxproc or maximum.maxproc, self.openfiles or maximum.openfiles)
+
 
 def default_state_dir(platform: str = sys.platform) -> str:
     if platform.startswith("freebsd"):
@@ -295,10 +299,11 @@ def plugin_config_from(v: Mapping[str, Any], platform: str = sys.platform) -> Pl
     max_limits = _limits(v["max_limits"], f"{p}.max_limits", "max_limits")
     for key in ("maxproc", "openfiles"):
         dflt, mx = getattr(default_limits, key), getattr(max_limits, key)
-        if mx and (dflt == 0 or dflt > mx):
+        # An unset default under a maximum means "the maximum" (see Limits.under).
+        if mx and dflt > mx:
             raise ConfigError(
                 f"{p}.default_limits.{key}",
-                f"{dflt or 'no limit'} is above max_limits.{key} = {mx}",
+                f"{dflt} is above max_limits.{key} = {mx}",
                 f"set default_limits {{ {key} = {mx} }} or lower",
             )
     return PluginConfig(

@@ -132,7 +132,12 @@ def spec(schema: Schema) -> Object:
             nested = spec(item.fields)
             node: Node = BlockList(item.key, nested) if item.many else Block(item.key, nested)
         elif item.block_attrs:
-            node = BlockAttrs(item.key, item.type, item.required)
+            # BlockAttrs carries the element type; the value is map(element type).
+            m = _TYPE_RE.match(item.type)
+            if not m or m.group(2) != "map" or not valid_type(item.type):
+                raise ValueError(f"schema field {item.key}: block attrs need map(T), "
+                                 f"not {item.type!r}")
+            node = BlockAttrs(item.key, m.group("inner"), item.required)
         else:
             if not valid_type(item.type):
                 raise ValueError(f"schema field {item.key}: bad type expression {item.type!r}")
