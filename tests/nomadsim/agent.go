@@ -147,6 +147,7 @@ func runAgentStart(args []string) int {
 			rc = 1
 			fmt.Fprintf(os.Stderr, "plugin %s: %s\n", name, r.Error)
 		}
+		printSummary(name, r)
 		reports = append(reports, r)
 	}
 	if len(reports) == 0 {
@@ -388,4 +389,34 @@ func orEOF(s string) string {
 		return "EOF"
 	}
 	return s
+}
+
+// printSummary shows on stderr what `nomad node status -verbose` would show for the driver.
+func printSummary(name string, r agentReport) {
+	if r.Fingerprint == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "driver %v (plugin file %s): %v: %v\n",
+		r.Info["name"], name, r.Fingerprint["health"], r.Fingerprint["health_description"])
+	attrs, _ := r.Fingerprint["attributes"].(map[string]any)
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(os.Stderr, "  %-28s = %s\n", k, renderAttribute(attrs[k]))
+	}
+}
+
+// renderAttribute is Nomad's rendering of a structs.Attribute: the value, then the unit.
+func renderAttribute(a any) string {
+	m, _ := a.(map[string]any)
+	unit, _ := m["unit"].(string)
+	for _, k := range []string{"string_val", "int_val", "float_val", "bool_val"} {
+		if v, ok := m[k]; ok {
+			return fmt.Sprint(v) + unit
+		}
+	}
+	return ""
 }

@@ -153,7 +153,8 @@ def main(mode: str) -> int:
     done = threading.Event()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     base_pb2_grpc.add_BasePluginServicer_to_server(Base(mode), server)
-    driver_pb2_grpc.add_DriverServicer_to_server(Driver(mode), server)
+    # The unimplemented lifecycle RPCs answer UNIMPLEMENTED from the generated base class.
+    driver_pb2_grpc.add_DriverServicer_to_server(Driver(mode), server)  # type: ignore[abstract]
     goplugin_controller_pb2_grpc.add_GRPCControllerServicer_to_server(Controller(done), server)
     path = os.path.join(tempfile.gettempdir(), f"broken-{os.getpid()}.sock")
     server.add_insecure_port("unix:" + path)

@@ -6,6 +6,7 @@ every test also runs the baseline, so a rig that rejected everything would fail 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -145,3 +146,29 @@ def test_misspelled_and_mistyped_keys_never_reach_the_plugin(
     assert err.value.stage == "parse"
     ok = rig.check("set_config", hcl="retries = 3\n")
     assert ok["value"] == {"retries": 3, "shell": "sh", "tags": None}
+
+
+def test_kill_plugin_ends_its_streams_and_a_new_instance_can_start(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    first = launch(misbehaving("ok"))
+    assert first["ok"]
+    rig.check("fingerprint_start")
+    rig.check("fingerprint_poll", min_count=1, wait_s=10)
+    killed = rig.check("kill_plugin")
+    assert killed["pid"] == first["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first["pid"], 0)
+    second = launch(misbehaving("ok"))
+    assert second["ok"] and second["pid"] != first["pid"]
+    assert rig.check("plugin_info")["info"]["name"] == "broken"
+
+
+def test_generic_rpc_reaches_the_driver_service(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    reply = rig.call("rpc", method="StopTask", request={"task_id": "t1", "timeout": "1.5s"})
+    assert reply["ok"] is False and reply["code"] == "Unimplemented"
+    reply = rig.call("rpc", method="NoSuchCall")
+    assert reply["ok"] is False and "NoSuchCallRequest" in reply["error"]
