@@ -261,24 +261,22 @@ class RegistryClient:
 
         On any failure ``dest`` is removed; on success it holds exactly the pinned bytes.
         """
-        h = hasher_for(desc.digest)
-        got = 0
+        st = _Progress(hasher_for(desc.digest))
         attempt = 0
         try:
             with open(dest, "wb") as out:
                 while True:
-                    hdrs = {"Range": f"bytes={got}-"} if got else {}
+                    hdrs = {"Range": f"bytes={st.got}-"} if st.got else {}
                     r = self._request("GET", f"/v2/{ref.repository}/blobs/{desc.digest}",
                                       ref.repository, headers=hdrs, stream=True,
                                       what=f"layer {desc.digest}")
-                    if got and r.status_code != 206:
-                        # server ignored Range: start over
+                    if st.got and r.status_code != 206:
+                        # the server ignored Range: start over
                         out.seek(0)
                         out.truncate()
-                        h = hasher_for(desc.digest)
-                        got = 0
+                        st = _Progress(hasher_for(desc.digest))
                     try:
-                        got = _copy_stream(r, out, h, got, desc, progress)
+                        _copy_stream(r, out, st, desc, progress)
                         break
                     except (requests.RequestException, urllib3.exceptions.HTTPError,
                             ConnectionError, TimeoutError) as exc:
@@ -286,14 +284,14 @@ class RegistryClient:
                         if attempt >= self.opts.retries:
                             raise RegistryUnavailable(
                                 f"download of layer {desc.digest} from {self.host} was cut "
-                                f"after {got} of {desc.size} bytes; try again later") from exc
+                                f"after {st.got} of {desc.size} bytes; try again later") from exc
                         time.sleep(self.opts.backoff_s * 2 ** (attempt - 1))
                     finally:
                         r.close()
-            if got != desc.size:
-                raise DigestMismatch(f"blob {desc.digest} is {got} bytes, the manifest says "
+            if st.got != desc.size:
+                raise DigestMismatch(f"blob {desc.digest} is {st.got} bytes, the manifest says "
                                      f"{desc.size}")
-            actual = f"{desc.digest.split(':')[0]}:{h.hexdigest()}"
+            actual = f"{desc.digest.split(':')[0]}:{st.h.hexdigest()}"
             if actual != desc.digest:
                 raise DigestMismatch(f"blob {desc.digest} downloaded from {self.host} has digest "
                                      f"{actual}; the registry served wrong bytes")
@@ -302,25 +300,32 @@ class RegistryClient:
             raise
 
 
-def _copy_stream(r: requests.Response, out: BinaryIO, h: Any, got: int, desc: Descriptor,
-                 progress: Callable[[int], None] | None) -> int:
+class _Progress:
+    """Bytes received so far and their running hash; survives a cut connection."""
+
+    def __init__(self, h: Any) -> None:
+        self.h = h
+        self.got = 0
+
+
+def _copy_stream(r: requests.Response, out: BinaryIO, st: _Progress, desc: Descriptor,
+                 progress: Callable[[int], None] | None) -> None:
     raw = r.raw
     while True:
         chunk = raw.read(CHUNK, decode_content=False)
         if not chunk:
             break
-        got += len(chunk)
-        if got > desc.size:
+        if st.got + len(chunk) > desc.size:
             raise DigestMismatch(f"blob {desc.digest} is larger than the {desc.size} bytes the "
                                  "manifest says; refusing it")
-        h.update(chunk)
+        st.h.update(chunk)
         out.write(chunk)
+        st.got += len(chunk)
         if progress is not None:
             progress(len(chunk))
-    if got < desc.size:
+    if st.got < desc.size:
         # a clean EOF before the declared size is a cut connection
-        raise ConnectionError(f"stream ended at {got} of {desc.size} bytes")
-    return got
+        raise ConnectionError(f"stream ended at {st.got} of {desc.size} bytes")
 
 
 def verify_bytes(data: bytes, desc: Descriptor, what: str) -> None:
