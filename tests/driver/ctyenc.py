@@ -34,7 +34,8 @@ def hcldec(schema: Schema, user: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def encode(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    raw: bytes = msgpack.packb(value, use_bin_type=True)
+    return raw
 
 
 def nomad_bytes(schema: Schema, user: dict[str, Any]) -> bytes:
