@@ -66,7 +66,8 @@ def build_rig(out_dir: Path = BIN_DIR) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "nomadsim"
     env = dict(os.environ)
-    env.setdefault("GOFLAGS", "-mod=readonly")
+    # Offline after `go mod download`; no VCS stamping (the checkout may belong to another user).
+    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -mod=readonly -buildvcs=false").strip()
     proc = subprocess.run(
         [go_binary(), "build", "-o", str(out), "."],
         cwd=RIG_DIR,

@@ -80,6 +80,36 @@ def config_spec(mode: str) -> hclspec_pb2.Spec:
     return obj(fields)
 
 
+def reference_task_spec() -> hclspec_pb2.Spec:
+    """The worked example of nomad-plugin-protocol.md section 3.5."""
+    mount = obj(
+        {
+            "source": attr("source", "string", True),
+            "target": attr("target", "string", True),
+            "readonly": default(attr("readonly", "bool"), "false"),
+        }
+    )
+    logging = obj(
+        {
+            "driver": attr("driver", "string"),
+            "options": hclspec_pb2.Spec(
+                block_attrs=hclspec_pb2.BlockAttrs(name="options", type="string")
+            ),
+        }
+    )
+    return obj(
+        {
+            "image": attr("image", "string", True),
+            "args": attr("args", "list(string)"),
+            "work_dir": default(attr("work_dir", "string"), '"/"'),
+            "mount": hclspec_pb2.Spec(block_list=hclspec_pb2.BlockList(name="mount", nested=mount)),
+            "logging": hclspec_pb2.Spec(
+                block_value=hclspec_pb2.Block(name="logging", nested=logging)
+            ),
+        }
+    )
+
+
 class Base(base_pb2_grpc.BasePluginServicer):
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -105,7 +135,7 @@ class Driver(driver_pb2_grpc.DriverServicer):
     def TaskConfigSchema(self, request: Any, context: Any) -> driver_pb2.TaskConfigSchemaResponse:
         if self.mode == "task-schema-unset":
             return driver_pb2.TaskConfigSchemaResponse()
-        return driver_pb2.TaskConfigSchemaResponse(spec=obj({"command": attr("command", "string")}))
+        return driver_pb2.TaskConfigSchemaResponse(spec=reference_task_spec())
 
     def Capabilities(self, request: Any, context: Any) -> driver_pb2.CapabilitiesResponse:
         return driver_pb2.CapabilitiesResponse(capabilities=driver_pb2.DriverCapabilities())

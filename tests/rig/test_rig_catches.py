@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 
 from tests.nomadsim.client import Rig, RigError
@@ -172,3 +173,59 @@ def test_generic_rpc_reaches_the_driver_service(
     assert reply["ok"] is False and reply["code"] == "Unimplemented"
     reply = rig.call("rpc", method="NoSuchCall")
     assert reply["ok"] is False and "NoSuchCallRequest" in reply["error"]
+
+
+# nomad-plugin-protocol.md section 3.5: the job's config block and the bytes Nomad sends for it.
+REFERENCE_JOB_CONFIG = """
+image = "busybox:1.36"
+args  = ["-c", "echo hi"]
+mount {
+  source = "/srv/data"
+  target = "/data"
+}
+"""
+REFERENCE_MSGPACK = (
+    "85 a4 61 72 67 73 92 a2 2d 63 a7 65 63 68 6f 20 68 69 a5 69 6d 61 67 65 ac 62 75 73 79 62 "
+    "6f 78 3a 31 2e 33 36 a7 6c 6f 67 67 69 6e 67 c0 a5 6d 6f 75 6e 74 91 83 a8 72 65 61 64 6f "
+    "6e 6c 79 c2 a6 73 6f 75 72 63 65 a9 2f 73 72 76 2f 64 61 74 61 a6 74 61 72 67 65 74 a5 2f "
+    "64 61 74 61 a8 77 6f 72 6b 5f 64 69 72 a1 2f"
+)
+
+
+def test_task_config_encodes_to_the_reference_bytes(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    enc = rig.check("encode_task_config", hcl=REFERENCE_JOB_CONFIG)
+    assert enc["msgpack_hex"] == REFERENCE_MSGPACK.replace(" ", "")
+    assert enc["value"]["work_dir"] == "/" and enc["value"]["logging"] is None
+
+
+def test_block_syntax_needs_block_attrs_as_in_nomad(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    hcl = 'image = "x"\nlogging {\n  driver = "syslog"\n  options {\n    tag = "web"\n  }\n}\n'
+    enc = rig.check("encode_task_config", hcl=hcl)
+    assert enc["value"]["logging"] == {"driver": "syslog", "options": {"tag": "web"}}
+    with pytest.raises(RigError) as err:
+        rig.check("encode_task_config", hcl='image = 5\nargs = "a"')
+    assert err.value.stage == "decode" and "args" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("literal", "decoded"),
+    [
+        ("3", 3),
+        ("-7", -7),
+        ("0.5", 0.5),  # exactly a float64: msgpack float64
+        ("0.1", "0.1"),  # not exactly a float64: cty sends the decimal text (section 3.3)
+        ("123456789012345678901234", "123456789012345678901234"),
+    ],
+)
+def test_numbers_are_encoded_as_go_cty_does(
+    rig: Rig, launch: Launch, misbehaving: Argv, literal: str, decoded: object
+) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    enc = rig.check("set_config", hcl=f"retries = {literal}")
+    assert msgpack.unpackb(bytes.fromhex(enc["msgpack_hex"]), raw=False)["retries"] == decoded
