@@ -7,7 +7,7 @@ progress ("Downloading image ...") that Nomad shows as Driver task events.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -39,7 +39,7 @@ class EventBus:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    async def subscribe(self) -> AsyncIterator[TaskEvent]:
+    async def subscribe(self) -> AsyncGenerator[TaskEvent, None]:
         q: asyncio.Queue[TaskEvent] = asyncio.Queue(self._maxsize)
         self._subscribers.add(q)
         try:

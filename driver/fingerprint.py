@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -95,7 +95,7 @@ class Fingerprinter:
             return Fingerprint("unhealthy", f"fingerprint probe failed: {exc}",
                                {"driver.xc.version": version()})
 
-    async def stream(self) -> AsyncIterator[Fingerprint]:
+    async def stream(self) -> AsyncGenerator[Fingerprint, None]:
         poked = asyncio.Event()
         self._pokes.add(poked)
         try:
