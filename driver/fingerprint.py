@@ -74,7 +74,7 @@ class Fingerprinter:
         config: Callable[[], PluginConfig],
         *,
         probe: Callable[[PluginConfig], Fingerprint] = compute,
-        poll_s: float = 5.0,
+        poll_s: float = 10.0,
         resend_s: float = 30.0,
     ) -> None:
         self._config = config

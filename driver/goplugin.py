@@ -56,10 +56,14 @@ class HandshakeError(Exception):
     """The process was not started by a compatible go-plugin host; str() says what to do."""
 
 
+class NoCookie(HandshakeError):
+    """Not started by the host at all (run by hand): the caller explains what the program is."""
+
+
 def check_environment(hs: Handshake, environ: Mapping[str, str]) -> None:
     """Raise HandshakeError unless the environment carries the cookie and our protocol version."""
     if environ.get(hs.cookie_key) != hs.cookie_value:
-        raise HandshakeError("cookie")
+        raise NoCookie(f"{hs.cookie_key} is not set to the host's value")
     offered = environ.get("PLUGIN_PROTOCOL_VERSIONS", "")
     if offered:
         versions = {v.strip() for v in offered.split(",")}
@@ -80,6 +84,21 @@ def socket_path(environ: Mapping[str, str], pid: int | None = None) -> Path:
             "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a shorter directory"
         )
     return path
+
+
+def share_socket(path: Path, group: str) -> None:
+    """Let the host's group use the socket, as go-plugin does for PLUGIN_UNIX_SOCKET_GROUP."""
+    if not group:
+        return
+    import grp
+
+    try:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise HandshakeError(f"PLUGIN_UNIX_SOCKET_GROUP names group {group!r}, which does not "
+                             "exist on this host; create it or unset the variable") from exc
+    os.chown(path, -1, gid)
+    os.chmod(path, 0o660)
 
 
 def handshake_line(hs: Handshake, path: Path) -> str:
@@ -169,11 +188,11 @@ async def run(
         await maybe
     server.add_insecure_port(f"unix:{path}")
     await server.start()
-
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
+        share_socket(path, env.get("PLUGIN_UNIX_SOCKET_GROUP", ""))
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
         out.write(handshake_line(hs, path))
         out.flush()
         log.debug("plugin serving", extra={"address": str(path), "pid": os.getpid()})
@@ -192,7 +211,7 @@ def serve(hs: Handshake, register: Register, *, not_a_plugin_message: str) -> in
     try:
         check_environment(hs, os.environ)
     except HandshakeError as exc:
-        msg = not_a_plugin_message if str(exc) == "cookie" else str(exc)
+        msg = not_a_plugin_message if isinstance(exc, NoCookie) else str(exc)
         sys.stderr.write(msg + "\n")
         return 1
     # The plugin shares the host's process group: a Ctrl-C meant for the host must not stop it.

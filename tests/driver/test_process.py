@@ -145,3 +145,34 @@ def test_two_plugins_side_by_side_get_their_own_sockets() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_socket_group_is_applied_like_go_plugin() -> None:
+    import grp
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    pp = start_plugin(env={"PLUGIN_UNIX_SOCKET_GROUP": group})
+    try:
+        st = Path(pp.address).stat()
+        assert st.st_gid == os.getgid()
+        assert st.st_mode & 0o777 == 0o660
+    finally:
+        pp.stop()
+
+
+def test_unknown_socket_group_fails_with_a_clear_message() -> None:
+    env = {**plugin_env(), "PLUGIN_UNIX_SOCKET_GROUP": "xctest-no-such-group"}
+    res = subprocess.run([sys.executable, "-m", "driver"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "xctest-no-such-group" in res.stderr and "does not exist" in res.stderr
+
+
+def test_too_long_socket_dir_fails_with_a_clear_message(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    env = {**plugin_env(), "PLUGIN_UNIX_SOCKET_DIR": str(deep)}
+    res = subprocess.run([sys.executable, "-m", "driver"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stdout == ""
+    assert "PLUGIN_UNIX_SOCKET_DIR" in res.stderr and "shorter" in res.stderr
