@@ -176,3 +176,31 @@ def test_too_long_socket_dir_fails_with_a_clear_message(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1 and res.stdout == ""
     assert "PLUGIN_UNIX_SOCKET_DIR" in res.stderr and "shorter" in res.stderr
+
+
+def test_sweep_ends_plugins_of_dead_sessions_only() -> None:
+    import tempfile
+
+    from tests.fixtures import plugin as fixture
+    from tests.fixtures.sweep import is_stale
+
+    orphan = start_plugin()  # stands in for a plugin a crashed session left behind
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    stale_dir = Path(tempfile.gettempdir()) / f"xctest-{dead}-plugin-orphan"
+    try:
+        stale_dir.mkdir()
+        (stale_dir / fixture.PIDFILE).write_text((orphan.sock_dir / fixture.PIDFILE).read_text())
+        live = start_plugin()  # ours: must survive the sweep
+        try:
+            fixture.sweep_leftovers(is_stale)
+            assert orphan.wait_exit(5) is not None
+            assert not stale_dir.exists()
+            assert live.proc.poll() is None and live.sock_dir.exists()
+        finally:
+            live.stop()
+    finally:
+        orphan.stop()
+        if stale_dir.exists():
+            import shutil
+
+            shutil.rmtree(stale_dir)
