@@ -17,7 +17,6 @@ computed over the whole decompressed stream, trailing bytes after the tar EOF in
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import os
 import shutil
@@ -96,9 +95,52 @@ class _Limited:
             pass
 
 
+class _Gunzip:
+    """Multi-member gzip reader on zlib with 1 MiB reads (GzipFile reads in small pieces)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.d = zlib.decompressobj(wbits=31)
+        self.buf = bytearray()
+        self.pending = b""
+        self.in_member = False
+        self.eof = False
+
+    def _input(self) -> bytes:
+        if self.d.unconsumed_tail:
+            return self.d.unconsumed_tail
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        return self.f.read(_COPY_CHUNK)
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n and not self.eof:
+            data = self._input()
+            if not data:
+                if self.in_member:
+                    raise EOFError("gzip stream ended before the end-of-stream marker")
+                self.eof = True
+                break
+            if not self.in_member:
+                if not data.strip(b"\0"):
+                    continue  # zero padding after the last member, as gzip(1) tolerates
+                if data[:1] != b"\x1f" and not self.pending:
+                    raise EOFError("trailing garbage after the gzip stream")
+            self.in_member = True
+            self.buf += self.d.decompress(data, max(n, _COPY_CHUNK))
+            if self.d.eof:
+                self.pending = self.d.unused_data
+                self.d = zlib.decompressobj(wbits=31)
+                self.in_member = False
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
 def _decompressor(f: BinaryIO, compression: str) -> Any:
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # handles multi-member streams
+        return _Gunzip(f)
     if compression == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True,
                                                           read_size=_COPY_CHUNK)
