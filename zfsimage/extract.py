@@ -38,6 +38,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_HOPS = 40
 _COPY_CHUNK = 1024 * 1024
+# tarfile's stream buffer re-slices its whole buffer on every read: keep it small
+_TAR_BUFSIZE = 32 * 1024
 _XATTR_ALLOWED = ("user.", "security.capability")
 
 
@@ -563,7 +565,7 @@ def apply_layer(blob: Path, compression: str, root: Path, diff_id: str | None,
             reader = _Limited(_decompressor(raw, compression), lim.max_bytes, what)
             try:
                 with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
-                                  bufsize=_COPY_CHUNK,
+                                  bufsize=_TAR_BUFSIZE,
                                   tarinfo=_guarded_info(lim.max_meta_size)) as tf:
                     for m in tf:
                         ap.entry(tf, m)

@@ -79,6 +79,7 @@ class StoreConfig:
     gc_delay_s: float = 3600.0                    # untagged images older than this go in gc()
     revalidate_tags: bool = True                  # HEAD the tag on each ensure_image
     task_props: dict[str, str] = field(default_factory=dict)  # e.g. {"setuid": "off"}
+    max_image_size: str | None = None             # refquota on layer datasets, e.g. "20G"
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,8 @@ class ImageStore:
             zfs.destroy(ds, recursive=True)   # a half-done leftover from a crash
         mp = self.mount_root / "layers" / hex_of(cid)
         props = {"mountpoint": str(mp)}
+        if self.cfg.max_image_size:
+            props["refquota"] = self.cfg.max_image_size  # backstop against tar bombs
         if parent is None:
             zfs.create(ds, props)
         else:

@@ -12,8 +12,10 @@ from tests.fixtures.registry import free_port
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream: str, host: str = "127.0.0.1",
+                 upstream_auth: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.upstream_auth = upstream_auth   # a CDN-like proxy that authorises by itself
         self.port = free_port()
         self.host = f"{host}:{self.port}"
         self.lock = threading.Lock()
@@ -67,7 +69,7 @@ class FaultProxy:
         fwd = {k: v for k, v in h.headers.items()
                if k.lower() in ("accept", "authorization", "range")}
         r = requests.request(method, self.upstream + h.path, headers=fwd, timeout=30,
-                             allow_redirects=False)
+                             allow_redirects=False, auth=self.upstream_auth)
         body = r.content
         if is_blob and self.corrupt_blob and self.corrupt_blob in h.path and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]

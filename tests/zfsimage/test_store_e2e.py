@@ -7,6 +7,8 @@ import stat
 import subprocess
 import threading
 
+import pytest
+
 from tests.fixtures import images as im
 from zfsimage import zfs
 
@@ -82,3 +84,53 @@ def test_concurrent_pulls_download_once(make_store, registry) -> None:
         t.join()
     assert len(results) == 4 and len({r.manifest_digest for r in results}) == 1
     assert sorted(downloads) == [1, 2]
+
+
+def test_tag_moves_and_offline_fallback(make_store, registry) -> None:
+    from tests.zfsimage.faultproxy import FaultProxy
+
+    proxy = FaultProxy(registry.base)
+    try:
+        a = im.build_image([im.tar_bytes([im.f("v", "1")])])
+        b = im.build_image([im.tar_bytes([im.f("v", "2")])])
+        im.push_image(registry, "e2e/moving", "t", a)
+        ref = f"{proxy.host}/e2e/moving:t"
+        store = make_store(insecure=[proxy.host])
+        assert store.ensure_image(ref).manifest_digest == a.digest
+        im.push_image(registry, "e2e/moving", "t", b)
+        img_b = store.ensure_image(ref)
+        assert img_b.manifest_digest == b.digest
+        refs = {i.manifest_digest: i.references for i in store.list_images()}
+        assert refs[a.digest] == () and refs[b.digest] == (ref,)
+        proxy.fail_5xx = 100                      # registry down: the local tag still works
+        assert store.ensure_image(ref).manifest_digest == b.digest
+    finally:
+        proxy.stop()
+
+
+def test_task_props_xattrs_devices_and_quota(make_store, registry) -> None:
+    from zfsimage import LayerLimits
+    from zfsimage.errors import UnsafeLayer
+
+    layer = im.tar_bytes([
+        im.d("dev"), im.E("dev/null", b"3", devmajor=1, devminor=3, mode=0o666),
+        im.f("x", "x", pax={"SCHILY.xattr.user.test": "v"}),
+    ])
+    ref = im.push_image(registry, "e2e/special", "1", im.build_image([layer]))
+    store = make_store(insecure=[registry.host], task_props={"setuid": "off"},
+                       limits=LayerLimits(device_nodes="create"))
+    img = store.ensure_image(ref)
+    root = store.clone_rootfs(img, "xctest-props")
+    assert zfs.get([f"{store.ds}/tasks/xctest-props"], ["setuid"])[
+        f"{store.ds}/tasks/xctest-props"]["setuid"] == "off"
+    assert stat.S_ISCHR(os.lstat(root / "dev/null").st_mode)
+    assert os.getxattr(root / "x", "user.test") == b"v"
+    store.destroy_rootfs("xctest-props")
+
+    bomb = im.tar_bytes([im.f("zeros", b"\0" * (24 * 1024 * 1024))])
+    bref = im.push_image(registry, "e2e/bomb", "1", im.build_image([bomb]))
+    small = make_store(insecure=[registry.host], max_image_size="8M")
+    with pytest.raises(UnsafeLayer, match="out of space"):
+        small.ensure_image(bref)
+    assert not [n for n in zfs.get([f"{small.ds}/layers"], ["type"], recursive=True)
+                if n != f"{small.ds}/layers"]
