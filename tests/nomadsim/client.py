@@ -97,8 +97,8 @@ class Rig:
         self._proc = proc
         self.stderr_path = stderr_path
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._write_lock = threading.Lock()
+        self._cond = threading.Condition()
         self._replies: dict[int, dict[str, Any]] = {}
         self._closed = False
         self._plugins: dict[int, str | None] = {}  # pid -> start time, for the last-resort kill
@@ -145,7 +145,7 @@ class Rig:
         ident = next(self._ids)
         line = json.dumps({"id": ident, "cmd": cmd, **params}) + "\n"
         assert self._proc.stdin is not None
-        with self._lock:
+        with self._write_lock:
             self._proc.stdin.write(line.encode())
             self._proc.stdin.flush()
         deadline = time.monotonic() + timeout

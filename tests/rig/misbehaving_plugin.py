@@ -160,11 +160,13 @@ class Driver(driver_pb2_grpc.DriverServicer):
 
 
 class Controller(goplugin_controller_pb2_grpc.GRPCControllerServicer):
-    def __init__(self, done: threading.Event) -> None:
+    def __init__(self, done: threading.Event, mode: str) -> None:
         self.done = done
+        self.mode = mode
 
     def Shutdown(self, request: Any, context: Any) -> goplugin_controller_pb2.Empty:
-        self.done.set()
+        if self.mode != "ignore-shutdown":
+            self.done.set()
         return goplugin_controller_pb2.Empty()
 
 
@@ -185,7 +187,9 @@ def main(mode: str) -> int:
     base_pb2_grpc.add_BasePluginServicer_to_server(Base(mode), server)
     # The unimplemented lifecycle RPCs answer UNIMPLEMENTED from the generated base class.
     driver_pb2_grpc.add_DriverServicer_to_server(Driver(mode), server)  # type: ignore[abstract]
-    goplugin_controller_pb2_grpc.add_GRPCControllerServicer_to_server(Controller(done), server)
+    goplugin_controller_pb2_grpc.add_GRPCControllerServicer_to_server(
+        Controller(done, mode), server
+    )
     path = os.path.join(tempfile.gettempdir(), f"broken-{os.getpid()}.sock")
     server.add_insecure_port("unix:" + path)
     server.start()
@@ -200,10 +204,11 @@ def main(mode: str) -> int:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     done.wait(120)
-    server.stop(0)
+    time.sleep(0.05)  # let the Shutdown reply leave before the process goes
     with contextlib.suppress(OSError):
         os.unlink(path)
-    return 0
+    # Exit like a Go plugin does, without waiting for grpc's threads to wind down.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -229,3 +229,12 @@ def test_numbers_are_encoded_as_go_cty_does(
     assert launch(misbehaving("ok"))["ok"]
     enc = rig.check("set_config", hcl=f"retries = {literal}")
     assert msgpack.unpackb(bytes.fromhex(enc["msgpack_hex"]), raw=False)["retries"] == decoded
+
+
+def test_plugin_that_ignores_shutdown_is_reported(
+    rig: Rig, launch: Launch, misbehaving: Argv
+) -> None:
+    assert launch(misbehaving("ignore-shutdown"))["ok"]
+    down = rig.check("shutdown")
+    assert down["graceful"] is False  # go-plugin waited 2 s, then SIGKILLed it
+    assert down["exited"] is True
