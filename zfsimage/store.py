@@ -241,6 +241,18 @@ class ImageStore:
                 os.close(fd)
 
     @contextlib.contextmanager
+    def _gc_lock(self, exclusive: bool) -> Iterator[None]:
+        """Pulls hold it shared from the first layer to the image record; gc exclusively, so
+        gc never sees committed layers whose image record is not written yet."""
+        fd = os.open(self.mount_root / "locks" / "gc.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def _try_chain_flock(self, hexid: str) -> Iterator[bool]:
         lk = self._tlock("chain:" + hexid)
         if not lk.acquire(blocking=False):
@@ -378,7 +390,16 @@ class ImageStore:
         def fetch(desc: Descriptor, dest: Path, cb: Callable[[int], None]) -> None:
             client.download_blob(ref, desc, dest, cb)
 
-        final = self._materialise(str(ref), manifest.layers, config.diff_ids, cids, fetch, emit)
+        with self._gc_lock(exclusive=False):
+            final = self._materialise(str(ref), manifest.layers, config.diff_ids, cids, fetch,
+                                      emit)
+            rec = self._record(ref, plat, mdigest, source, manifest, config, cfg_bytes, cids)
+        emit(final)
+        return _image_from(rec, str(ref))
+
+    def _record(self, ref: Reference, plat: Platform, mdigest: str, source: str,
+                manifest: Manifest, config: ImageConfig, cfg_bytes: bytes,
+                cids: list[str]) -> ImageRecord:
         rec = ImageRecord(manifest_digest=mdigest, references=(), source_digests={},
                           platform=str(plat), chain_ids=tuple(cids), diff_ids=config.diff_ids,
                           layers=tuple({"digest": d.digest, "size": d.size,
@@ -388,9 +409,7 @@ class ImageStore:
         with self.records.locked():
             if self.records.get(mdigest) is None:
                 self.records.put(rec)
-            rec = self._touch(rec, str(ref), source)
-        emit(final)
-        return _image_from(rec, str(ref))
+            return self._touch(rec, str(ref), source)
 
     def _materialise(self, refname: str, layers: tuple[Descriptor, ...],
                      diff_ids: tuple[str, ...], cids: list[str],
@@ -478,20 +497,11 @@ class ImageStore:
             config = parse_config(cfg_bytes)
             check_layers_match(manifest, config)
             cids = chain_ids(list(config.diff_ids))
-            with self._tlock(f"image:{ref}:{plat}"):
+            with self._tlock(f"image:{ref}:{plat}"), self._gc_lock(exclusive=False):
                 final = self._materialise(str(ref), manifest.layers, config.diff_ids, cids,
                                           lay.copy_blob, emit)
-                rec = ImageRecord(
-                    manifest_digest=mdigest, references=(), source_digests={},
-                    platform=str(plat), chain_ids=tuple(cids), diff_ids=config.diff_ids,
-                    layers=tuple({"digest": d.digest, "size": d.size, "media_type": d.media_type}
-                                 for d in manifest.layers),
-                    config=cfg_bytes.decode("utf-8", "replace"), created=time.time(),
-                    last_used=time.time())
-                with self.records.locked():
-                    if self.records.get(mdigest) is None:
-                        self.records.put(rec)
-                    rec = self._touch(rec, str(ref), source)
+                rec = self._record(ref, plat, mdigest, source, manifest, config, cfg_bytes,
+                                   cids)
         emit(final)
         return _image_from(rec, str(ref))
 
@@ -609,7 +619,7 @@ class ImageStore:
         now = time.time() if now is None else now
         removed_images: list[str] = []
         removed_layers: list[str] = []
-        with self.records.locked():
+        with self._gc_lock(exclusive=True), self.records.locked():
             in_use = self._in_use_chains()
             needed: set[str] = set()
             for rec in self.records.all():

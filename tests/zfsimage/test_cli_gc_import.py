@@ -117,3 +117,31 @@ def test_recover_removes_half_done_layer(make_store, registry) -> None:
     assert not zfs.exists(half)
     assert list((store.mount_root / "spool").iterdir()) == []
     assert again.ensure_image(ref).chain_id
+
+
+def test_two_processes_pull_once(make_store, registry) -> None:
+    import sys
+
+    from tests.zfsimage.faultproxy import FaultProxy
+
+    built = im.busybox_built()
+    im.push_image(registry, "cli/twoproc", "1", built)
+    proxy = FaultProxy(registry.base)
+    try:
+        store = make_store(insecure=[proxy.host])
+        argv = [sys.executable, "-c", "import sys; from zfsimage.cli import main; "
+                "sys.exit(main(sys.argv[1:]))", "--dataset", store.ds, "--mount-root",
+                str(store.mount_root), "--insecure-registry", proxy.host, "pull", "-q",
+                f"{proxy.host}/cli/twoproc:1"]
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  cwd=str(Path(__file__).resolve().parents[2]))
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        layer_gets = [s for s in proxy.seen
+                      if "/blobs/" in s["path"] and any(
+                          ly["digest"] in s["path"]
+                          for ly in json.loads(built.manifest)["layers"])]
+        assert len(layer_gets) == 2          # each of the two layers fetched exactly once
+    finally:
+        proxy.stop()
