@@ -64,6 +64,7 @@ from zfsimage.registry import RegistryClient, RegistryOptions
 
 PROP = "xc"                       # user property namespace: xc:chainid, ...
 SNAP = "layer"                    # the commit-marker snapshot name
+_PROP_REFRESH_S = 600.0          # how stale xc:lastused on a top layer may get
 _TASK_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -328,7 +329,8 @@ class ImageStore:
             sources = dict(cur.source_digests)
             if source_digest:
                 sources[ref] = source_digest
-            new = replace(cur, references=refs, source_digests=sources, last_used=time.time())
+            now = time.time()
+            new = replace(cur, references=refs, source_digests=sources, last_used=now)
             # a tag names one image per platform: take it off any other record
             for other in self.records.all():
                 if other.manifest_digest != new.manifest_digest and ref in other.references \
@@ -338,7 +340,13 @@ class ImageStore:
                         source_digests={k: v for k, v in other.source_digests.items()
                                         if k != ref}))
             self.records.put(new)
-            return new
+        if new.chain_ids and (refs != cur.references or now - cur.last_used > _PROP_REFRESH_S):
+            # mirror references and last use onto the top layer dataset for `zfs get`
+            with contextlib.suppress(ZfsError):
+                zfs.set_props(self.layer_dataset(new.chain_ids[-1]), {
+                    f"{PROP}:refs": ",".join(refs)[:1000] or "-",
+                    f"{PROP}:lastused": str(int(now))})
+        return new
 
     def ensure_image(self, reference: str, auth: RegistryAuth | None = None,
                      platform: Platform | str | None = None,

@@ -40,6 +40,12 @@ def test_pull_clone_destroy(make_store, registry) -> None:
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == im.HELLO
 
+    top = zfs.get([store.layer_dataset(img.chain_id)], ["xc:refs", "xc:chainid", "xc:diffid",
+                                                       "xc:lastused", "xc:parent"])
+    props = top[store.layer_dataset(img.chain_id)]
+    assert props["xc:refs"] == ref
+    assert props["xc:chainid"] == img.chain_id and props["xc:parent"] == img.chain_ids[0]
+    assert int(props["xc:lastused"]) > 0 and props["xc:diffid"].startswith("sha256:")
     assert store.rootfs_path("xctest-task1") == root
     assert store.clone_rootfs(img, "xctest-task1") == root          # idempotent
     store.destroy_rootfs("xctest-task1")
