@@ -102,6 +102,7 @@ class Rig:
         self._replies: dict[int, dict[str, Any]] = {}
         self._closed = False
         self._plugins: dict[int, str | None] = {}  # pid -> start time, for the last-resort kill
+        self.launches: dict[str, dict[str, Any]] = {}  # instance -> its launch answer (pid, addr)
         self._reader = threading.Thread(target=self._read, name="nomadsim-reader", daemon=True)
         self._reader.start()
 
@@ -158,8 +159,9 @@ class Rig:
                     raise TimeoutError(f"{cmd}: no answer from the rig within {timeout} s")
                 self._cond.wait(left)
             reply = self._replies.pop(ident)
-        if cmd == "launch" and reply.get("ok") and reply.get("pid"):
+        if cmd in ("launch", "reattach") and reply.get("ok") and reply.get("pid"):
             self._plugins[int(reply["pid"])] = _start_time(int(reply["pid"]))
+            self.launches[str(params.get("instance", "main"))] = reply
         return reply
 
     def check(self, cmd: str, timeout: float = 60.0, **params: Any) -> dict[str, Any]:
@@ -174,6 +176,15 @@ class Rig:
             return self.stderr_path.read_text(errors="replace")[-limit:]
         except OSError:
             return ""
+
+    def crash(self) -> None:
+        """SIGKILL the rig, like a Nomad agent crash: its plugins live on with broken pipes.
+
+        Their pids stay remembered, so :meth:`stop` still ends them if no other rig does.
+        """
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=10)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every plugin the rig launched, then the rig; by pid, never by name."""

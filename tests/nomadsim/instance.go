@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -50,6 +51,8 @@ type Instance struct {
 	ConfigSpec  hcldec.Spec
 	TaskSpec    hcldec.Spec
 	streams     map[string]*Stream
+	senders     map[string]func(proto.Message) error // client side of bidi streams
+	closers     map[string]func() error
 }
 
 // Launch starts a plugin and completes go-plugin's handshake, as the loader does.
@@ -65,7 +68,8 @@ func Launch(o LaunchOptions) (*Instance, error) {
 		env = append(env, k+"="+v)
 	}
 	cmd.Env = env
-	inst := &Instance{rawStderr: &lineSink{}, agentLog: &lineSink{}, streams: map[string]*Stream{}}
+	inst := &Instance{rawStderr: &lineSink{}, agentLog: &lineSink{}, streams: map[string]*Stream{},
+		senders: map[string]func(proto.Message) error{}, closers: map[string]func() error{}}
 	logger := hclog.New(&hclog.LoggerOptions{
 		Name: "agent", Level: hclog.Trace, JSONFormat: true,
 		Output: io.MultiWriter(inst.agentLog, rigLogOutput()),
@@ -85,7 +89,7 @@ func Launch(o LaunchOptions) (*Instance, error) {
 	}
 	inst.client = plugin.NewClient(cfg)
 	start := time.Now()
-	rpc, err := inst.client.Client()
+	_, err := inst.client.Client() // starts the process and reads the handshake line
 	inst.HandshakeMs = float64(time.Since(start).Microseconds()) / 1000
 	if err != nil {
 		inst.client.Kill()
@@ -97,22 +101,69 @@ func Launch(o LaunchOptions) (*Instance, error) {
 			inst.Addr = rc.Addr.Network() + ":" + rc.Addr.String()
 		}
 	}
+	if err := inst.dispense(withDriver); err != nil {
+		inst.client.Kill()
+		return inst, err
+	}
+	return inst, nil
+}
+
+// Reattach connects to a plugin that outlived the client that launched it, as Nomad does after
+// an agent crash from the {pid, addr} it stored: no launch and no handshake line.
+func Reattach(pid int, addr string) (*Instance, error) {
+	network, address, ok := strings.Cut(addr, ":")
+	if !ok {
+		return nil, fmt.Errorf("reattach: addr %q is not network:address", addr)
+	}
+	var na net.Addr
+	var err error
+	switch network {
+	case "unix":
+		na, err = net.ResolveUnixAddr("unix", address)
+	case "tcp":
+		na, err = net.ResolveTCPAddr("tcp", address)
+	default:
+		err = fmt.Errorf("unknown network %q", network)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reattach: %w", err)
+	}
+	inst := &Instance{rawStderr: &lineSink{}, agentLog: &lineSink{}, streams: map[string]*Stream{},
+		senders: map[string]func(proto.Message) error{}, closers: map[string]func() error{}, Pid: pid, Addr: addr}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "agent", Level: hclog.Trace, JSONFormat: true,
+		Output: io.MultiWriter(inst.agentLog, rigLogOutput())})
+	inst.client = plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		Plugins:          pluginSet(true),
+		Reattach:         &plugin.ReattachConfig{Protocol: plugin.ProtocolGRPC, Addr: na, Pid: pid},
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           logger,
+	})
+	if err := inst.dispense(true); err != nil {
+		return inst, fmt.Errorf("reattach: %w", err)
+	}
+	return inst, nil
+}
+
+func (i *Instance) dispense(withDriver bool) error {
+	rpc, err := i.client.Client()
+	if err != nil {
+		return err
+	}
 	raw, err := rpc.Dispense("base")
 	if err != nil {
-		inst.client.Kill()
-		return inst, fmt.Errorf("dispense base: %w", err)
+		return fmt.Errorf("dispense base: %w", err)
 	}
-	inst.Base = raw.(base.BasePluginClient)
+	i.Base = raw.(base.BasePluginClient)
 	if withDriver {
 		raw, err = rpc.Dispense("driver")
 		if err != nil {
-			inst.client.Kill()
-			return inst, fmt.Errorf("dispense driver: %w", err)
+			return fmt.Errorf("dispense driver: %w", err)
 		}
 		d := raw.(*dispensedDriver)
-		inst.Driver, inst.conn = d.client, d.conn
+		i.Driver, i.conn = d.client, d.conn
 	}
-	return inst, nil
+	return nil
 }
 
 // KillResult says how a plugin went away.

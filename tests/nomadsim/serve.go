@@ -166,6 +166,8 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 	switch cmd {
 	case "launch":
 		return s.launch(req)
+	case "reattach":
+		return s.reattach(req)
 	case "quit":
 		s.quitOnce.Do(func() { close(s.quit) })
 		return nil, nil
@@ -214,6 +216,10 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 		})
 	case "stats_start":
 		return statsStart(inst, req)
+	case "exec_stream_start":
+		return execStreamStart(inst, req)
+	case "exec_stream_send":
+		return execStreamSend(inst, req)
 	case "stream_poll":
 		return streamPoll(inst, req)
 	case "fingerprint_poll":
@@ -283,6 +289,27 @@ func (s *server) launch(req request) (response, error) {
 	s.instances[name] = inst
 	s.mu.Unlock()
 	return response{"pid": inst.Pid, "addr": inst.Addr, "handshake_ms": inst.HandshakeMs}, nil
+}
+
+func (s *server) reattach(req request) (response, error) {
+	name, _ := param(req, "instance", "main")
+	pid, _ := param(req, "pid", 0)
+	addr, _ := param(req, "addr", "")
+	s.mu.Lock()
+	if s.instances[name] != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("instance %q is still running: shut it down or kill it first", name)
+	}
+	s.mu.Unlock()
+	inst, err := Reattach(pid, addr)
+	if err != nil {
+		// No Kill here: the pid may not be the plugin's any more.
+		return nil, fail(err.Error(), response{"stage": "reattach"})
+	}
+	s.mu.Lock()
+	s.instances[name] = inst
+	s.mu.Unlock()
+	return response{"pid": inst.Pid, "addr": inst.Addr}, nil
 }
 
 // shutdown is what the agent does on exit: Driver.Shutdown (2 s, Unimplemented ignored), then
@@ -538,4 +565,57 @@ func rigLogOutput() io.Writer {
 		return os.Stderr
 	}
 	return io.Discard
+}
+
+// execStreamStart opens ExecTaskStreaming and sends "request" (protojson of an
+// ExecTaskStreamingRequest, normally {"setup": {...}}) as its first message, as Nomad does.
+func execStreamStart(inst *Instance, req request) (response, error) {
+	name, _ := param(req, "stream", "exec")
+	first := &drivers.ExecTaskStreamingRequest{}
+	if raw, ok := req["request"]; ok {
+		if err := protojson.Unmarshal(raw, first); err != nil {
+			return nil, fmt.Errorf("exec_stream_start request: %w", err)
+		}
+	}
+	err := inst.StartStream(name, func(ctx context.Context) (func() (proto.Message, error), error) {
+		st, err := inst.Driver.ExecTaskStreaming(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(first); err != nil {
+			return nil, err
+		}
+		inst.mu.Lock()
+		inst.senders[name] = func(m proto.Message) error { return st.Send(m.(*drivers.ExecTaskStreamingRequest)) }
+		inst.closers[name] = st.CloseSend
+		inst.mu.Unlock()
+		return func() (proto.Message, error) { return st.Recv() }, nil
+	})
+	return response{"stream": name}, err
+}
+
+// execStreamSend sends one more ExecTaskStreamingRequest ({"stdin": {"data": "<base64>"}},
+// {"stdin": {"close": true}}, {"tty_size": {...}}, or {} as the API's heartbeat), or, with
+// "close_send": true, half-closes the client side.
+func execStreamSend(inst *Instance, req request) (response, error) {
+	name, _ := param(req, "stream", "exec")
+	inst.mu.Lock()
+	send, closeSend := inst.senders[name], inst.closers[name]
+	inst.mu.Unlock()
+	if send == nil {
+		return nil, fmt.Errorf("exec stream %q was not started", name)
+	}
+	if c, _ := param(req, "close_send", false); c {
+		return nil, closeSend()
+	}
+	m := &drivers.ExecTaskStreamingRequest{}
+	if raw, ok := req["request"]; ok {
+		if err := protojson.Unmarshal(raw, m); err != nil {
+			return nil, fmt.Errorf("exec_stream_send request: %w", err)
+		}
+	}
+	if err := send(m); err != nil {
+		return nil, rpcFailure("ExecTaskStreaming send", err)
+	}
+	return nil, nil
 }

@@ -151,6 +151,26 @@ class Driver(driver_pb2_grpc.DriverServicer):
         while context.is_active():
             time.sleep(0.05)
 
+    def ExecTaskStreaming(
+        self, requests: Iterator[driver_pb2.ExecTaskStreamingRequest], context: Any
+    ) -> Iterator[driver_pb2.ExecTaskStreamingResponse]:
+        """Echo stdin to stdout; the exit code is the number of stdin frames."""
+        io_op = driver_pb2.ExecTaskStreamingIOOperation
+        setup = next(requests)
+        if not setup.HasField("setup"):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message should always be setup")
+        frames = 0
+        for req in requests:
+            if req.HasField("stdin") and req.stdin.close:
+                break
+            if req.HasField("stdin"):
+                frames += 1
+                yield driver_pb2.ExecTaskStreamingResponse(stdout=io_op(data=req.stdin.data))
+        yield driver_pb2.ExecTaskStreamingResponse(stdout=io_op(close=True))
+        yield driver_pb2.ExecTaskStreamingResponse(
+            exited=True, result=driver_pb2.ExitResult(exit_code=frames)
+        )
+
     def TaskEvents(self, request: Any, context: Any) -> Iterator[driver_pb2.DriverTaskEvent]:
         if self.mode == "events-ends":
             return

@@ -363,3 +363,26 @@ def test_agent_start_refuses_a_dangling_entry_in_plugin_dir(
     res = run_agent_start(rig_binary, plugin_dir, agent_hcl)
     assert res.returncode == 1
     assert "would not start" in res.stderr
+
+
+def test_plugin_survives_an_agent_crash_and_is_reattached(
+    rig_binary: Path, configured: Rig, tmp_path: Path
+) -> None:
+    """After an agent crash Nomad re-attaches: PluginInfo, Init, Fingerprint, TaskEvents, no
+    SetConfig. The plugin's stderr pipe is broken by then; logging must not kill it."""
+    pid, addr = configured.launches["main"]["pid"], configured.launches["main"]["addr"]
+    configured.crash()
+    second = Rig.start(rig_binary, stderr_path=tmp_path / "second.log")
+    try:
+        second.check("reattach", pid=pid, addr=addr)
+        assert second.check("plugin_info")["info"]["name"] == "xc"
+        second.check("init")
+        second.check("fingerprint_start")
+        second.check("events_start")
+        fp = second.check("fingerprint_poll", min_count=1, wait_s=20)["messages"][0]
+        # No SetConfig on reattach: the config from before the crash is still in force.
+        assert fp["attributes"]["driver.xc.zfs.dataset"]["string_val"] == DATASET
+        second.check("capabilities")
+        assert second.check("shutdown")["graceful"] is True
+    finally:
+        second.stop()

@@ -6,8 +6,10 @@ every test also runs the baseline, so a rig that rejected everything would fail 
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -238,3 +240,37 @@ def test_plugin_that_ignores_shutdown_is_reported(
     down = rig.check("shutdown")
     assert down["graceful"] is False  # go-plugin waited 2 s, then SIGKILLed it
     assert down["exited"] is True
+
+
+def test_exec_streaming_round_trip(rig: Rig, launch: Launch, misbehaving: Argv) -> None:
+    assert launch(misbehaving("ok"))["ok"]
+    setup = {"setup": {"task_id": "t1", "command": ["/bin/cat"], "tty": False}}
+    rig.check("exec_stream_start", request=setup)
+    for chunk in (b"hello ", b"world"):
+        rig.check("exec_stream_send", request={"stdin": {"data": base64.b64encode(chunk).decode()}})
+    rig.check("exec_stream_send", request={})  # the API's heartbeat: ignored
+    rig.check("exec_stream_send", request={"stdin": {"close": True}})
+    polled = rig.check("stream_poll", stream="exec", min_count=5, wait_s=10)
+    msgs = polled["messages"]
+    out = b"".join(base64.b64decode(m["stdout"]["data"]) for m in msgs if m.get("stdout"))
+    assert out == b"hello world"
+    assert msgs[-1]["exited"] is True and msgs[-1]["result"]["exit_code"] == 2
+    assert polled["ended"] is True and polled["end_error"] == ""
+
+
+def test_reattach_after_the_agent_crashed(
+    rig_binary: Path, rig: Rig, launch: Launch, misbehaving: Argv, tmp_path: Path
+) -> None:
+    first = launch(misbehaving("ok"))
+    rig.crash()  # the plugin keeps running; its stdout/stderr pipes are now broken
+    os.kill(first["pid"], 0)
+    second = Rig.start(rig_binary, stderr_path=tmp_path / "second.log")
+    try:
+        again = second.check("reattach", pid=first["pid"], addr=first["addr"])
+        assert again["pid"] == first["pid"]
+        assert second.check("plugin_info")["info"]["name"] == "broken"
+        second.check("fingerprint_start")
+        assert second.check("fingerprint_poll", min_count=1, wait_s=10)["messages"]
+        assert second.check("shutdown")["graceful"] is True
+    finally:
+        second.stop()
