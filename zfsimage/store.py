@@ -480,6 +480,8 @@ class ImageStore:
         except BaseException:
             with contextlib.suppress(ZfsError):
                 zfs.destroy(ds, recursive=True)
+            with contextlib.suppress(OSError):
+                mp.rmdir()
             raise
         # tidy after commit: layer datasets stay unmounted (fewer FUSE mounts)
         with contextlib.suppress(ZfsError):
