@@ -324,6 +324,10 @@ def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
         return
     deadline = time.monotonic() + timeout_s
     while identity_alive(pids.supervisor_pid, pids.supervisor_start):
+        if task.exit_status() is not None:
+            # Recorded already; it only lingers to let a late reader drain the log FIFOs.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids.supervisor_pid, signals.SIGTERM)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
@@ -40,6 +41,8 @@
 #include <sys/sysctl.h>
 #include <sys/user.h>
 #endif
+
+#define DRAIN_MS 5000
 
 static const char *state_dir;
 static volatile sig_atomic_t task_pid = 0;
@@ -305,8 +308,13 @@ int main(int argc, char **argv) {
         if (pid <= 0) start_failed(ready[1], "runc create wrote no pid file", ENOENT);
     }
     task_pid = pid;
-    close(out);
-    close(err);
+    /* FIFO ends stay open until the end: output written while the reader is late or briefly
+     * gone stays in the pipe instead of being discarded with the last writer. */
+    struct stat st_out, st_err;
+    int out_fifo = fstat(out, &st_out) == 0 && S_ISFIFO(st_out.st_mode);
+    int err_fifo = fstat(err, &st_err) == 0 && S_ISFIFO(st_err.st_mode);
+    if (!out_fifo) close(out);
+    if (!err_fifo) close(err);
 
     char body[512];
     snprintf(body, sizeof body,
@@ -370,6 +378,15 @@ int main(int argc, char **argv) {
              "{\"exit_code\": %d, \"signal\": %d, \"oom_killed\": %s, \"finished_at\": %ld.%06ld}\n",
              code, sig, ooms > 0 ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
     if (write_atomic("exit.json", body) != 0) die_errno("write exit.json");
+    /* Give a late log reader up to DRAIN_MS to take what the task wrote into the FIFOs. */
+    signal(SIGTERM, SIG_DFL);
+    for (int waited = 0; waited < DRAIN_MS; waited += 20) {
+        int pending = 0, n = 0;
+        if (out_fifo && ioctl(out, FIONREAD, &n) == 0) pending += n;
+        if (err_fifo && ioctl(err, FIONREAD, &n) == 0) pending += n;
+        if (pending == 0) break;
+        usleep(20 * 1000);
+    }
     /* Remaining reparented orphans are reaped by init once we exit. */
     return 0;
 }

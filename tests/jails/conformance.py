@@ -1,0 +1,445 @@
+"""One behavioural suite over the ``jails.Runtime`` interface.
+
+A backend's test module subclasses ``RuntimeConformance`` and provides the ``rt`` (a Runtime) and
+``rootfs`` (a busybox rootfs directory) fixtures. The Linux backend runs it for real on runc; the
+FreeBSD backend's expectations are pinned by exact command tables (test_freebsd.py) because CI
+runs on Linux.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from jails import JailSpec, Limits, Mount, Runtime
+from jails.errors import ExecTimeout, JailExists, JailNotFound, NotRunning, SpecError
+from tests.fixtures.sweep import test_name
+
+MiB = 1024 * 1024
+SpecFactory = Callable[..., JailSpec]
+_COUNTER = itertools.count()
+
+
+class RuntimeConformance:
+    @pytest.fixture
+    def make_spec(self, rt: Runtime, rootfs: Path, tmp_path: Path) -> Iterator[SpecFactory]:
+        made: list[str] = []
+
+        def make(argv: tuple[str, ...] | list[str], **kw: object) -> JailSpec:
+            n = next(_COUNTER)
+            base: dict[str, object] = {
+                "name": test_name(f"t{n}"),
+                "rootfs": rootfs,
+                "argv": tuple(argv),
+                "stdout_path": tmp_path / f"stdout{n}",
+                "stderr_path": tmp_path / f"stderr{n}",
+            }
+            base.update(kw)
+            spec = JailSpec(**base)  # type: ignore[arg-type]
+            made.append(spec.name)
+            return spec
+
+        yield make
+        for name in made:
+            rt.destroy(name)
+
+    # ---- run and exit ----------------------------------------------------------------------
+
+    def test_exit_code_and_logs_to_files(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+        h = rt.start(spec)
+        assert h.pid > 0 and h.supervisor_pid > 0
+        st = rt.wait(spec.name, 20)
+        assert (st.exit_code, st.signal, st.oom_killed) == (3, 0, False)
+        assert rt.status(spec.name) == "exited"
+        assert rt.exit_status(spec.name) == st
+        assert spec.stdout_path.read_text() == "out\n"
+        assert spec.stderr_path.read_text() == "err\n"
+
+    def test_logs_to_fifos_with_late_reader(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "echo to-out; echo to-err >&2"])
+        os.mkfifo(spec.stdout_path)
+        os.mkfifo(spec.stderr_path)
+        rt.start(spec)  # no reader yet: must not block
+        # The reader arrives only after the task has ended: nothing it wrote may be lost.
+        assert rt.wait(spec.name, 20).exit_code == 0
+        got: dict[str, bytes] = {}
+
+        def reader(key: str, path: Path) -> None:
+            with open(path, "rb") as f:
+                got[key] = f.read()
+
+        threads = [
+            threading.Thread(target=reader, args=(k, p), daemon=True)
+            for k, p in (("out", spec.stdout_path), ("err", spec.stderr_path))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert got == {"out": b"to-out\n", "err": b"to-err\n"}
+
+    def test_logs_to_fifos_with_reader_first(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "for i in 1 2 3; do echo line$i; done"])
+        os.mkfifo(spec.stdout_path)
+        spec.stderr_path.write_text("")
+        got: list[bytes] = []
+
+        def reader() -> None:
+            with open(spec.stdout_path, "rb") as f:
+                got.append(f.read())
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        t.join(10)
+        assert got == [b"line1\nline2\nline3\n"]
+
+    def test_env_cwd_hostname_user(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(
+            ["/bin/sh", "-c", 'echo "$FOO|$(pwd)|$(hostname)|$(id -u):$(id -g):$(id -G)"'],
+            env={"FOO": "bar baz"},
+            cwd="/tmp",
+            hostname="xchost",
+            user="xcuser",
+        )
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        assert spec.stdout_path.read_text() == "bar baz|/tmp|xchost|1000:1000:1000 2000\n"
+
+    def test_numeric_user_and_group(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "echo $(id -u):$(id -g)"], user="4321", group="65534")
+        rt.start(spec)
+        rt.wait(spec.name, 20)
+        assert spec.stdout_path.read_text() == "4321:65534\n"
+
+    def test_unknown_user_rejected_before_side_effects(
+        self, rt: Runtime, make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec(["/bin/true"], user="nosuchuser")
+        with pytest.raises(SpecError) as ei:
+            rt.start(spec)
+        assert ei.value.field == "user"
+        assert not rt.exists(spec.name)
+
+    def test_missing_rootfs_rejected(
+        self, rt: Runtime, make_spec: SpecFactory, tmp_path: Path
+    ) -> None:
+        spec = make_spec(["/bin/true"], rootfs=tmp_path / "nope")
+        with pytest.raises(SpecError) as ei:
+            rt.start(spec)
+        assert ei.value.field == "rootfs"
+        assert not rt.exists(spec.name)
+
+    def test_missing_command_fails_start_cleanly(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/no/such/binary"])
+        with pytest.raises(Exception) as ei:
+            rt.start(spec)
+        assert "/no/such/binary" in str(ei.value)
+        assert not rt.exists(spec.name)
+        rt.start(make_spec(["/bin/true"], name=spec.name))  # the name is free again
+        assert rt.wait(spec.name, 20).exit_code == 0
+
+    def test_start_twice_is_refused(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "30"])
+        rt.start(spec)
+        with pytest.raises(JailExists):
+            rt.start(spec)
+        rt.destroy(spec.name)
+
+    # ---- signals and stop ------------------------------------------------------------------
+
+    def test_signal_delivered_to_task(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(
+            [
+                "/bin/sh",
+                "-c",
+                "trap 'echo got-usr1; exit 42' USR1; echo ready; while :; do sleep 0.05; done",
+            ]
+        )
+        rt.start(spec)
+        _wait_for_text(spec.stdout_path, "ready")
+        rt.signal(spec.name, signal.SIGUSR1)
+        st = rt.wait(spec.name, 20)
+        assert (st.exit_code, st.signal) == (42, 0)
+        assert "got-usr1" in spec.stdout_path.read_text()
+        with pytest.raises(NotRunning):
+            rt.signal(spec.name, signal.SIGUSR1)
+
+    def test_kill_signal_reported(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "30"])
+        rt.start(spec)
+        rt.signal(spec.name, signal.SIGKILL)
+        st = rt.wait(spec.name, 20)
+        assert (st.exit_code, st.signal, st.oom_killed) == (128 + 9, 9, False)
+
+    def test_stop_graceful(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(
+            ["/bin/sh", "-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done"]
+        )
+        rt.start(spec)
+        _wait_for_text(spec.stdout_path, "ready")
+        st = rt.stop(spec.name, signal.SIGTERM, 10)
+        assert (st.exit_code, st.signal) == (0, 0)
+
+    def test_stop_escalates_to_kill(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        # A pid-1 sleep ignores SIGTERM (no handler): only the escalation can end it.
+        spec = make_spec(["/bin/sleep", "300"])
+        rt.start(spec)
+        t0 = time.monotonic()
+        st = rt.stop(spec.name, signal.SIGTERM, 0.3)
+        assert time.monotonic() - t0 >= 0.3
+        assert st.signal == signal.SIGKILL
+        assert rt.status(spec.name) == "exited"
+        assert rt.stop(spec.name, signal.SIGTERM, 0.3) == st  # stopping an exited task is a no-op
+
+    def test_wait_timeout(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "30"])
+        rt.start(spec)
+        with pytest.raises(TimeoutError):
+            rt.wait(spec.name, 0.2)
+        assert rt.status(spec.name) == "running"
+        rt.destroy(spec.name)
+
+    # ---- exec ------------------------------------------------------------------------------
+
+    def test_exec_captures_output_and_code(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"], user="xcuser", env={"FROM_SPEC": "1"})
+        rt.start(spec)
+        res = rt.exec(
+            spec.name,
+            ["/bin/sh", "-c", 'echo "$FROM_SPEC$EXTRA $(id -u) $(pwd)"; echo e >&2; exit 5'],
+            10,
+            env={"EXTRA": "x"},
+        )
+        assert (res.exit_code, res.stdout, res.stderr) == (5, b"1x 1000 /\n", b"e\n")
+        rt.destroy(spec.name)
+
+    def test_exec_timeout_kills_the_command(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        with pytest.raises(ExecTimeout):
+            rt.exec(spec.name, ["/bin/sh", "-c", "echo partial; exec sleep 77"], 0.5)
+        ps = rt.exec(spec.name, ["/bin/ps", "-o", "args"], 10).stdout.decode()
+        assert "sleep 77" not in ps
+        rt.destroy(spec.name)
+
+    def test_exec_with_tty(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        res = rt.exec(
+            spec.name, ["/bin/sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty"], 10, tty=True
+        )
+        assert res.exit_code == 0
+        assert b"is-a-tty" in res.stdout
+        res = rt.exec(spec.name, ["/bin/sh", "-c", "[ -t 1 ] || echo no-tty"], 10)
+        assert res.stdout == b"no-tty\n"
+        rt.destroy(spec.name)
+
+    def test_exec_interactive_tty_resize(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        ie = rt.exec_interactive(spec.name, ["/bin/sh"], tty=True)
+        try:
+            assert ie.master_fd is not None
+            os.write(ie.master_fd, b"echo READY$((1+1))\n")
+            out = _read_until(ie.master_fd, b"READY2", 10)
+            ie.resize(101, 37)
+            time.sleep(0.2)  # runc applies the size on SIGWINCH
+            os.write(ie.master_fd, b"stty size; exit 3\n")
+            out += _read_until(ie.master_fd, None, 10)
+            assert ie.wait(10) == 3
+        finally:
+            ie.close()
+        assert b"37 101" in out
+        rt.destroy(spec.name)
+
+    def test_exec_interactive_pipes(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        ie = rt.exec_interactive(spec.name, ["/bin/sh", "-c", "tr a-z A-Z; exit 4"], tty=False)
+        assert ie.stdin is not None and ie.stdout is not None
+        ie.stdin.write(b"hello\n")
+        ie.stdin.close()
+        assert ie.stdout.read() == b"HELLO\n"
+        assert ie.wait(10) == 4
+        ie.close()
+        rt.destroy(spec.name)
+
+    def test_exec_on_exited_task(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/true"])
+        rt.start(spec)
+        rt.wait(spec.name, 20)
+        with pytest.raises(NotRunning):
+            rt.exec(spec.name, ["/bin/true"], 5)
+
+    # ---- stats and limits ------------------------------------------------------------------
+
+    def test_stats_move(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "while :; do :; done"])
+        rt.start(spec)
+        first = rt.stats(spec.name)
+        time.sleep(0.4)
+        second = rt.stats(spec.name)
+        assert second.cpu_total_ns > first.cpu_total_ns
+        assert second.cpu_percent > 10.0
+        assert second.memory_usage_bytes > 0
+        assert second.pids >= 1
+        assert "cpu_total_ns" in second.measured
+        rt.destroy(spec.name)
+
+    def test_memory_limit_oom_kill_reported(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(
+            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+            limits=Limits(memory_bytes=16 * MiB),
+        )
+        rt.start(spec)
+        st = rt.wait(spec.name, 30)
+        assert st.oom_killed
+        assert st.signal == signal.SIGKILL
+
+    def test_under_memory_limit_no_oom(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(
+            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=4"],
+            limits=Limits(memory_bytes=32 * MiB, memory_max_bytes=64 * MiB),
+        )
+        rt.start(spec)
+        st = rt.wait(spec.name, 30)
+        assert (st.exit_code, st.oom_killed) == (0, False)
+
+    def test_pids_and_open_files_limits(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"], limits=Limits(max_processes=4, open_files=64))
+        rt.start(spec)
+        res = rt.exec(spec.name, ["/bin/sh", "-c", "ulimit -n"], 10)
+        assert res.stdout == b"64\n"
+        res = rt.exec(
+            spec.name,
+            ["/bin/sh", "-c", "for i in 1 2 3 4 5 6; do sleep 5 & done; echo done"],
+            20,
+        )
+        assert b"fork" in res.stderr.lower() or res.exit_code != 0
+        assert rt.stats(spec.name).pids <= 4
+        rt.destroy(spec.name)
+
+    def test_cpu_limit_enforced(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sh", "-c", "while :; do :; done"], limits=Limits(cpu_percent=20))
+        rt.start(spec)
+        rt.stats(spec.name)
+        time.sleep(1.0)
+        pct = rt.stats(spec.name).cpu_percent
+        assert 0 < pct < 45, pct
+        rt.destroy(spec.name)
+
+    # ---- mounts ----------------------------------------------------------------------------
+
+    def test_mounts_visible_and_read_only(
+        self, rt: Runtime, make_spec: SpecFactory, tmp_path: Path
+    ) -> None:
+        alloc, local = tmp_path / "alloc", tmp_path / "local"
+        alloc.mkdir()
+        local.mkdir()
+        (local / "conf").write_text("from-host\n")
+        spec = make_spec(
+            [
+                "/bin/sh",
+                "-c",
+                "cat /local/conf; echo w > /alloc/out && echo alloc-rw; "
+                "echo w > /local/x 2>/dev/null || echo local-ro",
+            ],
+            mounts=[Mount(alloc, "/alloc"), Mount(local, "/local", readonly=True)],
+        )
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        assert spec.stdout_path.read_text() == "from-host\nalloc-rw\nlocal-ro\n"
+        assert (alloc / "out").read_text() == "w\n"
+        assert not (local / "x").exists()
+
+    # ---- lifecycle, state and recovery -----------------------------------------------------
+
+    def test_destroy_is_idempotent(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        assert rt.exists(spec.name) and rt.status(spec.name) == "running"
+        rt.destroy(spec.name)
+        assert not rt.exists(spec.name)
+        assert rt.status(spec.name) == "unknown"
+        rt.destroy(spec.name)
+        rt.destroy(test_name("never-existed"))
+        with pytest.raises(JailNotFound):
+            rt.wait(spec.name, 1)
+        with pytest.raises(JailNotFound):
+            rt.stats(spec.name)
+
+    def test_fresh_runtime_reattaches(
+        self, rt: Runtime, fresh_rt: Callable[[], Runtime], make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec(
+            ["/bin/sh", "-c", "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done"]
+        )
+        rt.start(spec)
+        _wait_for_text(spec.stdout_path, "ready")
+        other = fresh_rt()
+        assert other.exists(spec.name)
+        assert other.status(spec.name) == "running"
+        assert other.stats(spec.name).pids >= 1
+        assert other.stop(spec.name, signal.SIGTERM, 10).exit_code == 7
+        assert rt.exit_status(spec.name) == other.exit_status(spec.name)
+        other.destroy(spec.name)
+        assert not rt.exists(spec.name)
+
+    def test_half_created_and_half_deleted_dirs_are_swept(
+        self, rt: Runtime, fresh_rt: Callable[[], Runtime]
+    ) -> None:
+        tasks = rt.state_root / "tasks"
+        half = tasks / test_name("half")
+        half.mkdir()
+        (half / "spec.json").write_text('{"v": 1, "name": "x"}')
+        staged = tasks / f".new-{test_name('staged')}-abcd"
+        staged.mkdir()
+        retired = tasks / f".del-{test_name('gone')}-abcd"
+        retired.mkdir()
+        (retired / "spec.json").write_text("{}")
+        assert rt.exists(half.name)  # before the sweep it looks like a task ...
+        fresh_rt()  # ... opening a runtime sweeps crashed starts and removals
+        assert not half.exists() and not staged.exists() and not retired.exists()
+        assert not rt.exists(half.name)
+
+
+def _wait_for_text(path: Path, text: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def _read_until(fd: int, marker: bytes | None, timeout_s: float) -> bytes:
+    """Read a pty master until marker appears (or until EOF/EIO when marker is None)."""
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if not r:
+            continue
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+        if marker is not None and marker in buf:
+            return buf
+    if marker is not None:
+        raise AssertionError(f"{marker!r} not seen; got {buf!r}")
+    return buf
