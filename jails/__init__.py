@@ -36,6 +36,7 @@ def open_runtime(backend: str, state_root: Path, **options: Any) -> Runtime:
     rt.sweep_garbage()
     return rt
 
+
 __all__ = [
     "CommandFailed",
     "ExecResult",

@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import struct
 import subprocess
 import termios
+import time
 from pathlib import Path
 from typing import IO
+
+from jails.errors import ExecTimeout
+from jails.model import ExecResult
 
 
 class InteractiveExec:
@@ -76,3 +81,32 @@ class InteractiveExec:
         for p in self._cleanup:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+
+def collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
+    """Read a tty exec to the end (or kill it at timeout_s) and return its output and code."""
+    assert ie.master_fd is not None
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                ie.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    ie.wait(5)
+                raise ExecTimeout(name, timeout_s, b"".join(chunks), b"")
+            r, _, _ = select.select([ie.master_fd], [], [], remaining)
+            if not r:
+                continue
+            try:
+                data = os.read(ie.master_fd, 65536)
+            except OSError:  # EIO: every slave side is closed, the command is done
+                break
+            if not data:
+                break
+            chunks.append(data)
+        rc = ie.wait(max(deadline - time.monotonic(), 1.0))
+    finally:
+        ie.close()
+    return ExecResult(rc, b"".join(chunks), b"")

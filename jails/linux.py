@@ -12,7 +12,6 @@ import os
 import secrets
 import signal as _signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from jails import _cmd
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
 from jails.errors import CommandFailed, ExecTimeout, JailError, NotRunning
-from jails.interactive import InteractiveExec
+from jails.interactive import InteractiveExec, collect_tty
 from jails.model import ExecResult, Usage
 from jails.ociconfig import oci_config, task_env
 from jails.probe import cgroup_mode, probe_host
@@ -187,7 +186,7 @@ class LinuxRuntime(Runtime):
         """Run argv inside the task, capture its output; kill it after timeout_s."""
         if tty:
             ie = self.exec_interactive(name, argv, tty=True, env=env)
-            return _collect_tty(ie, name, timeout_s)
+            return collect_tty(ie, name, timeout_s)
         task = self._task(name)
         pid_file = self._pid_file(task)
         full = self._exec_argv(task, argv, env, pid_file, tty=False)
@@ -251,36 +250,6 @@ def _kill_exec(pid_file: Path, proc: subprocess.Popen[bytes]) -> None:
         os.kill(int(pid_file.read_text().strip()), _signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(_signal.SIGKILL)
-
-
-def _collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
-    import select
-
-    assert ie.master_fd is not None
-    deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                ie.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    ie.wait(5)
-                raise ExecTimeout(name, timeout_s, b"".join(chunks), b"")
-            r, _, _ = select.select([ie.master_fd], [], [], remaining)
-            if not r:
-                continue
-            try:
-                data = os.read(ie.master_fd, 65536)
-            except OSError:  # EIO: every slave side is closed, the command is done
-                break
-            if not data:
-                break
-            chunks.append(data)
-        rc = ie.wait(max(deadline - time.monotonic(), 1.0))
-    finally:
-        ie.close()
-    return ExecResult(rc, b"".join(chunks), b"")
 
 
 def _runc_log_error(path: Path) -> str:

@@ -137,9 +137,7 @@ def oci_config(
         "args": list(spec.argv),
         "env": task_env(spec, user),
         "cwd": spec.cwd,
-        "capabilities": {
-            k: list(CAPABILITIES) for k in ("bounding", "effective", "permitted")
-        },
+        "capabilities": {k: list(CAPABILITIES) for k in ("bounding", "effective", "permitted")},
         "noNewPrivileges": False,
     }
     if user.additional_gids:

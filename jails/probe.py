@@ -29,7 +29,7 @@ def resolve_backend(backend: str) -> str:
 
 
 def cgroup_mode(root: Path = Path("/sys/fs/cgroup")) -> str:
-    """"v2" (pure unified), "v1" (legacy or hybrid: controllers in v1 hierarchies) or "none"."""
+    """ "v2" (pure unified), "v1" (legacy or hybrid: controllers in v1 hierarchies) or "none"."""
     if (root / "cgroup.controllers").exists():
         return "v2"
     if (root / "memory").is_dir() or (root / "cpuacct").is_dir():

@@ -51,6 +51,8 @@ class TaskHandle:
 
 class Runtime(abc.ABC):
     backend: str = ""
+    # True when _sample leaves cpu_percent to be derived from successive cpu_total_ns samples.
+    derive_cpu_percent: bool = True
 
     def __init__(self, state_root: Path) -> None:
         self.state_root = Path(state_root)
@@ -250,7 +252,7 @@ class Runtime(abc.ABC):
         with self._mu:
             prev = self._last_cpu.get(name)
             self._last_cpu[name] = (usage.timestamp_ns, usage.cpu_total_ns)
-        if prev is not None and usage.timestamp_ns > prev[0]:
+        if self.derive_cpu_percent and prev is not None and usage.timestamp_ns > prev[0]:
             pct = 100.0 * (usage.cpu_total_ns - prev[1]) / (usage.timestamp_ns - prev[0])
             usage = _replace(usage, cpu_percent=max(pct, 0.0))
         return usage

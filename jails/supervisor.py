@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -68,6 +68,7 @@ def launch(
     oom_file: Path | None,
     mode_args: Sequence[str],
     *,
+    env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
 ) -> TaskPids:
     """Start the supervisor for ``task``; returns once the task runs (or raises why not)."""
@@ -85,6 +86,7 @@ def launch(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
         timeout=timeout_s,
         check=False,
     )

@@ -1,0 +1,321 @@
+"""FreeBSD backend: one persistent jail per task, the task started with jexec as its user, rctl
+limits added before the jail exists and removed after it is gone, usage read from racct.
+
+Every external command goes through ``self.run`` (argv lists), so tests on Linux assert each
+command line exactly; the supervisor launch is injectable for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jails import _cmd
+from jails.errors import (
+    CommandFailed,
+    ExecTimeout,
+    HostUnsupported,
+    JailError,
+    NotRunning,
+    SpecError,
+)
+from jails.interactive import InteractiveExec, collect_tty
+from jails.jailparams import jail_create_argv
+from jails.model import ExecResult, Usage
+from jails.ociconfig import task_env
+from jails.probe import probe_host
+from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
+from jails.runtime import Runtime
+from jails.spec import JailSpec
+from jails.supervisor import ensure_binary, launch
+from jails.taskdir import TaskDir, TaskPids
+from jails.users import resolve_user
+
+Launcher = Callable[..., TaskPids]
+RACCT_DISABLED = "kern.racct.enable=0: add kern.racct.enable=1 to /boot/loader.conf and reboot"
+
+
+def _gone(exc: CommandFailed, *needles: str) -> bool:
+    text = exc.stderr.lower()
+    return any(n.lower() in text for n in needles)
+
+
+class FreeBSDRuntime(Runtime):
+    backend = "freebsd"
+    derive_cpu_percent = False  # racct's pcpu is the kernel's own estimate; cputime is whole s
+
+    def __init__(
+        self,
+        state_root: Path,
+        *,
+        runner: _cmd.Runner = _cmd.run,
+        launcher: Launcher | None = None,
+        racct_reader: Callable[[str], str | None] | None = None,
+        jail_bin: str = "/usr/sbin/jail",
+        jexec_bin: str = "/usr/sbin/jexec",
+        jls_bin: str = "/usr/sbin/jls",
+        rctl_bin: str = "/usr/bin/rctl",
+        mount_bin: str = "/sbin/mount",
+        umount_bin: str = "/sbin/umount",
+        pkill_bin: str = "/bin/pkill",
+    ) -> None:
+        super().__init__(state_root)
+        self.run = runner
+        self._launcher = launcher
+        self._racct_reader = racct_reader if racct_reader is not None else _racct_syscall
+        self.jail_bin, self.jexec_bin, self.jls_bin = jail_bin, jexec_bin, jls_bin
+        self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
+        self.pkill_bin = pkill_bin
+
+    # ---- Runtime hooks -------------------------------------------------------------------------
+
+    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+        user = resolve_user(spec.rootfs, spec.user, spec.group)
+        if user.name is None:
+            # jexec -U looks the user up in the jail's passwd by name.
+            raise SpecError("user", f"{spec.user!r} must exist in the image's /etc/passwd")
+        mounts = [
+            {"source": str(m.source), "target": str(spec.rootfs) + m.target, "ro": m.readonly}
+            for m in spec.mounts
+        ]
+        return {
+            "user": user.name,
+            "env": task_env(spec, user),
+            "cwd": spec.cwd,
+            "mounts": mounts,
+            "rctl": rctl_rules(spec.name, spec.limits),
+        }
+
+    def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
+        meta = task.spec()
+        # rctl first: the rules exist before any process of the jail does.
+        for rule in meta["rctl"]:
+            self._rctl_add(rule)
+        for m in meta["mounts"]:
+            _ensure_mountpoint(spec.rootfs, m["target"][len(str(spec.rootfs)) :], m["source"])
+            opts = "ro" if m["ro"] else "rw"
+            self.run([self.mount_bin, "-t", "nullfs", "-o", opts, m["source"], m["target"]])
+        self.run(jail_create_argv(spec, self.jail_bin))
+        argv = [self.jexec_bin, "-U", meta["user"], spec.name, *_with_cwd(spec.cwd, spec.argv)]
+        env = _env_dict(meta["env"])
+        if self._launcher is not None:
+            return self._launcher(task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env)
+        return launch(
+            ensure_binary(self.state_root),
+            task,
+            spec.stdout_path,
+            spec.stderr_path,
+            None,
+            ["exec", *argv],
+            env=env,
+        )
+
+    def _rctl_add(self, rule: str) -> None:
+        try:
+            self.run([self.rctl_bin, "-a", rule])
+        except CommandFailed as exc:
+            if _gone(exc, "disabled", "enosys", "not present"):
+                raise HostUnsupported(RACCT_DISABLED) from exc
+            raise
+
+    def _signal(self, task: TaskDir, signum: int) -> None:
+        pids = task.pids()
+        if pids is None or not task.supervisor_alive():
+            raise NotRunning(task.name)
+        try:
+            os.kill(pids.pid, signum)  # jexec execvp's the command: its pid is the task's
+        except ProcessLookupError as exc:
+            raise NotRunning(task.name) from exc
+
+    def _jid(self, name: str) -> str | None:
+        res = self.run([self.jls_bin, "-j", name, "jid"], ok_codes=(0, 1))
+        jid = res.stdout.strip()
+        return jid if res.returncode == 0 and jid else None
+
+    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        jid = self._jid(name)
+        if jid is not None:
+            self.run([self.pkill_bin, "-KILL", "-j", jid], ok_codes=(0, 1))
+
+    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        try:
+            self.run([self.jail_bin, "-r", name])
+        except CommandFailed as exc:
+            if not _gone(exc, "not found", "no such"):
+                raise
+        for m in reversed(list((meta or {}).get("mounts", []))):
+            try:
+                self.run([self.umount_bin, "-f", m["target"]])
+            except CommandFailed as exc:
+                if not _gone(exc, "not a file system root", "not mounted", "no such", "invalid"):
+                    raise
+        try:
+            self.run([self.rctl_bin, "-r", rule_filter(name)])
+        except CommandFailed as exc:
+            if not _gone(exc, "no such process"):  # ESRCH: nothing matched, already clean
+                raise
+
+    def _sample(self, task: TaskDir) -> Usage:
+        subject = f"jail:{task.name}"
+        text = self._racct_reader(subject)
+        if text is None:
+            try:
+                text = self.run([self.rctl_bin, "-u", subject]).stdout
+            except CommandFailed as exc:
+                if _gone(exc, "disabled", "not present"):
+                    raise HostUnsupported(RACCT_DISABLED) from exc
+                raise
+        return usage_from_racct(parse_usage(text))
+
+    def health(self) -> tuple[bool, str, dict[str, str]]:
+        p = probe_host("freebsd")
+        return p.healthy, p.reason, p.attributes
+
+    # ---- exec ----------------------------------------------------------------------------------
+
+    def _exec_argv(self, task: TaskDir, argv: Sequence[str]) -> list[str]:
+        if not argv or not argv[0]:
+            raise JailError("exec needs a command (argv must not be empty)")
+        if task.exit_status() is not None or task.pids() is None:
+            raise NotRunning(task.name)
+        meta = task.spec()
+        return [self.jexec_bin, "-U", meta["user"], task.name, *_with_cwd(meta["cwd"], argv)]
+
+    def _exec_env(self, task: TaskDir, env: Mapping[str, str] | None) -> dict[str, str]:
+        merged = _env_dict(task.spec()["env"])
+        merged.update(env or {})
+        return merged
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        timeout_s: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+    ) -> ExecResult:
+        task = self._task(name)
+        if tty:
+            ie = self.exec_interactive(name, argv, tty=True, env=env)
+            return collect_tty(ie, name, timeout_s)
+        full = self._exec_argv(task, argv)
+        proc = subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._exec_env(task, env),
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # jexec became the command: this kills it inside the jail
+            out, err = proc.communicate()
+            raise ExecTimeout(name, timeout_s, out, err) from None
+        rc = proc.returncode
+        return ExecResult(rc if rc >= 0 else 128 - rc, out, err)
+
+    def exec_interactive(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> InteractiveExec:
+        task = self._task(name)
+        full = self._exec_argv(task, argv)
+        penv = self._exec_env(task, env)
+        if not tty:
+            proc = subprocess.Popen(
+                full,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=penv,
+            )
+            return InteractiveExec(proc, master_fd=None, pid_file=None)
+        master, slave = os.openpty()
+        try:
+            proc = subprocess.Popen(
+                full, stdin=slave, stdout=slave, stderr=slave, env=penv, start_new_session=True
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return InteractiveExec(proc, master_fd=master, pid_file=None)
+
+
+def _env_dict(env: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env:
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def _with_cwd(cwd: str, argv: Sequence[str]) -> list[str]:
+    """jexec always starts in the jail's /; another cwd needs the image's /bin/sh to cd first."""
+    if cwd == "/":
+        return list(argv)
+    return ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
+
+
+def _ensure_mountpoint(rootfs: Path, target: str, source: str) -> None:
+    """Create target below rootfs without following any symlink of the image."""
+    want_dir = Path(source).is_dir()
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = [p for p in target.split("/") if p]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if last and not want_dir:
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                if not (st.st_mode & 0o170000) == 0o100000:
+                    raise SpecError("mounts.target", f"{target} is not a regular file in the image")
+                return
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                raise SpecError(
+                    "mounts.target", f"{target}: {part!r} in the image is not a directory"
+                ) from exc
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+
+
+def _racct_syscall(subject: str) -> str | None:
+    """rctl_get_racct(2) through ctypes: one syscall per sample, no process. None when the
+    function is unavailable (not FreeBSD); HostUnsupported when racct is disabled."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "rctl_get_racct", None)
+    if fn is None:
+        return None
+    inbuf = subject.encode() + b"\0"
+    outbuf = ctypes.create_string_buffer(4096)
+    rc = fn(inbuf, len(inbuf), outbuf, len(outbuf))
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            raise HostUnsupported(RACCT_DISABLED)
+        raise JailError(f"rctl_get_racct({subject}): {os.strerror(err)}")
+    return outbuf.value.decode()

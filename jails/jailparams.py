@@ -1,0 +1,44 @@
+"""JailSpec -> jail(8) parameters (pure; table-tested from jail(8) as summarised in
+oci-zfs-jails.md §5.4).
+
+The jail is created ``persist`` with no exec.* parameters: task arguments are never spliced into
+exec.* strings (jail(8) runs those through /bin/sh when they contain shell characters); the task is
+started with jexec(8), which execvp's its argv unchanged.
+"""
+
+from __future__ import annotations
+
+from jails.spec import JailSpec
+
+# Defaults an operator expects of a task jail; spec.jail_params (allow-listed) override them.
+DEFAULT_PARAMS: tuple[tuple[str, str], ...] = (
+    ("devfs_ruleset", "4"),  # devfsrules_jail
+    ("enforce_statfs", "2"),  # only the jail's own root mount is visible
+    ("children.max", "0"),  # no nested jails
+)
+
+
+def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
+    """Ordered (name, value) pairs; value None is a boolean parameter given bare (``persist``)."""
+    params: list[tuple[str, str | None]] = [
+        ("name", spec.name),
+        ("path", str(spec.rootfs)),
+        ("host.hostname", spec.hostname),
+    ]
+    if spec.network == "host":
+        params += [("ip4", "inherit"), ("ip6", "inherit")]
+    params += [("persist", None), ("mount.devfs", None)]
+    overrides = dict(spec.jail_params)
+    for key, value in DEFAULT_PARAMS:
+        params.append((key, overrides.pop(key, value)))
+    for key, value in spec.jail_params:
+        if key in overrides:
+            params.append((key, value))
+    return params
+
+
+def jail_create_argv(spec: JailSpec, jail_bin: str = "jail") -> list[str]:
+    argv = [jail_bin, "-c"]
+    for key, value in jail_params(spec):
+        argv.append(key if value is None else f"{key}={value}")
+    return argv
