@@ -173,16 +173,56 @@ type KillResult struct {
 }
 
 // Kill is go-plugin's Kill as Nomad calls it: GRPCController.Shutdown, wait 2 s, then SIGKILL.
+// A re-attached plugin is not the rig's child: go-plugin polls its pid once a second and counts
+// an exited but not yet reaped process as alive, so the rig also watches /proc for the exit.
 func (i *Instance) Kill() KillResult {
 	start := time.Now()
+	exitedAt := make(chan time.Duration, 1)
+	stop := make(chan struct{})
+	if i.Pid > 0 {
+		go func() {
+			for {
+				if !procRunning(i.Pid) {
+					exitedAt <- time.Since(start)
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}()
+	}
 	i.client.Kill()
+	close(stop)
 	forced := false
 	for _, l := range i.agentLog.Lines() {
 		if strings.Contains(l, "plugin failed to exit gracefully") {
 			forced = true
 		}
 	}
+	select {
+	case d := <-exitedAt:
+		if d < 2*time.Second {
+			forced = false
+		}
+	default:
+	}
 	return KillResult{Graceful: !forced, KillMs: float64(time.Since(start).Microseconds()) / 1000}
+}
+
+// procRunning is false once the process is gone or a zombie (exited, not yet reaped).
+func procRunning(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	if j := strings.LastIndexByte(s, ')'); j >= 0 && j+2 < len(s) {
+		return s[j+2] != 'Z' && s[j+2] != 'X'
+	}
+	return true
 }
 
 // SigKill simulates a crash: SIGKILL the process, then let go-plugin notice it is gone.
