@@ -34,8 +34,8 @@ from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
 from jails.runtime import Runtime
 from jails.spec import JailSpec
-from jails.supervisor import ensure_binary, launch
-from jails.taskdir import TaskDir, TaskPids
+from jails.supervisor import ensure_binary, launch, start_time_via_binary
+from jails.taskdir import TaskDir, TaskPids, set_start_time_probe
 from jails.users import resolve_user
 
 Launcher = Callable[..., TaskPids]
@@ -73,6 +73,8 @@ class FreeBSDRuntime(Runtime):
         self.jail_bin, self.jexec_bin, self.jls_bin = jail_bin, jexec_bin, jls_bin
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
+        if not Path("/proc/self/stat").exists():
+            set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 

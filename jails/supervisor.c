@@ -230,6 +230,13 @@ static pid_t read_pid_file(const char *path) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--start-time") == 0) {
+        /* Identity probe for hosts without /proc (FreeBSD): same units as task.json. */
+        unsigned long long t = start_time((pid_t)strtol(argv[2], NULL, 10));
+        if (t == 0) return 1;
+        printf("%llu\n", t);
+        return 0;
+    }
     if (argc < 7) {
         fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "
                         "runc RUNC ROOT BUNDLE NAME\n");

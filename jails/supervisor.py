@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -97,3 +97,20 @@ def launch(
     if pids is None:
         raise SupervisorError(f"task {task.name}: supervisor reported success but no task.json")
     return pids
+
+
+def start_time_via_binary(binary: Path) -> Callable[[int], int | None]:
+    """A start-time probe that asks the supervisor binary (kinfo_proc on FreeBSD)."""
+
+    def probe(pid: int) -> int | None:
+        proc = subprocess.run(
+            [str(binary), "--start-time", str(pid)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            return None
+        try:
+            return int(proc.stdout.strip())
+        except ValueError:
+            return None
+
+    return probe

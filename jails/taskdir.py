@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+@functools.cache
 def boot_id() -> str:
+    """Identifies this boot, so pids recorded before a reboot are never taken for live ones."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        pass
+    try:  # FreeBSD
+        out = subprocess.run(
+            ["sysctl", "-n", "kern.boottime"], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip()
     except OSError:
         return ""
 
@@ -77,19 +88,21 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
 
 
+StartTimeProbe = Callable[[int], "int | None"]
+_start_time_probe: StartTimeProbe = proc_start_time
+
+
+def set_start_time_probe(probe: StartTimeProbe) -> None:
+    """Where /proc is absent (FreeBSD) the backend supplies a kinfo_proc-based probe."""
+    global _start_time_probe
+    _start_time_probe = probe
+
+
 def identity_alive(pid: int, start: int) -> bool:
     """True if pid is alive and is the same process that was recorded (not a recycled pid)."""
     if pid <= 0:
         return False
-    if not Path("/proc").joinpath("self").exists():  # no procfs (FreeBSD): best effort
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    now = proc_start_time(pid)
+    now = _start_time_probe(pid)
     return now is not None and (start == 0 or now == start)
 
 

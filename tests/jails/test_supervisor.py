@@ -180,3 +180,11 @@ def test_binary_is_cached_by_source_hash(binary: Path) -> None:
     again = ensure_binary(state_root_path())
     assert again == binary
     assert binary.name.startswith("xc-supervisor-")
+
+
+def test_start_time_probe_matches_proc(binary: Path) -> None:
+    from jails.supervisor import start_time_via_binary
+
+    probe = start_time_via_binary(binary)
+    assert probe(os.getpid()) == proc_start_time(os.getpid())
+    assert probe(2**22 + 12345) is None
