@@ -114,9 +114,9 @@ class Runtime(abc.ABC):
 
     def start(self, spec: JailSpec) -> TaskHandle:
         check_host(spec)
+        self.sweep_garbage()  # first: a crashed start of this very name must not block it
         if self.dirs.get(spec.name) is not None:
             raise JailExists(spec.name)
-        self.sweep_garbage()
         staging = self.dirs.new_staging(spec.name)
         try:
             with locked(staging) as _:
@@ -198,6 +198,10 @@ class Runtime(abc.ABC):
             pids = task.pids()
             if pids is None:
                 err = task.start_error()
+                if err is None and task.path.exists():
+                    with locked(task.path, blocking=False) as free:
+                        if free and task.pids() is None:  # nobody is starting it: a crashed start
+                            err = "its start was interrupted"
                 if err is not None or not task.path.exists():
                     raise SupervisorError(f"task {name!r} never started: {err or 'state removed'}")
                 slice_s = 0.05
