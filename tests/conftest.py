@@ -6,6 +6,16 @@ import pytest
 
 from tests.fixtures.sweep import sweep_all
 
+# Shared fixtures are registered once, here: a session-scoped fixture imported into two conftest
+# files would be two fixtures, each creating its own copy of the session resource.
+pytest_plugins = [
+    "tests.fixtures.zpool",
+    "tests.fixtures.registry",
+    "tests.fixtures.rootfs",
+    "tests.fixtures.runc",
+    "tests.fixtures.plugin",
+]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_stale_test_resources() -> Iterator[None]:

@@ -6,15 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.registry import basic_registry, registry, token_registry  # noqa: F401
-from tests.fixtures.zpool import Pool, zpool  # noqa: F401
+from tests.fixtures.zpool import Pool
 from zfsimage import ImageStore, RegistryOptions, StoreConfig, zfs
 
 _n = itertools.count()
 
 
 @pytest.fixture
-def make_store(zpool: Pool,  # noqa: F811
+def make_store(zpool: Pool,
                request: pytest.FixtureRequest
                ) -> Iterator[Callable[..., ImageStore]]:
     """Build ImageStores on fresh datasets of the session pool; destroyed after the test."""
