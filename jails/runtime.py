@@ -247,8 +247,29 @@ class Runtime(abc.ABC):
             return self.wait(name, timeout_s)
         except WaitTimeout:
             pass
-        self._kill_all(name, task.spec())
-        return self.wait(name, 30.0)
+        self._kill_until_recorded(task, task.spec(), 30.0)
+        return self.wait(name, 5.0)
+
+    def _kill_until_recorded(
+        self, task: TaskDir, meta: Mapping[str, Any] | None, timeout_s: float
+    ) -> None:
+        """SIGKILL the jail/container's processes until the supervisor records the exit. Repeated
+        because a process can still be joining (jexec attaching) when the first kill runs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._kill_all(task.name, meta)
+            try:
+                pids = task.pids()
+            except JailError:
+                return
+            if pids is None or task.exit_status() is not None:
+                return
+            if not identity_alive(pids.supervisor_pid, pids.supervisor_start):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
 
     def stats(self, name: str) -> Usage:
         task = self._task(name)
@@ -271,11 +292,12 @@ class Runtime(abc.ABC):
                 task = TaskDir(path)
                 with contextlib.suppress(JailError):
                     meta = task.spec()
-            self._kill_all(name, meta)
-            if got:
                 # Let the supervisor record the exit before the directory goes away.
+                self._kill_until_recorded(task, meta, 10.0)
                 _wait_supervisor_gone(task, 10.0)
                 retired = self.dirs.retire(name)
+            else:
+                self._kill_all(name, meta)
             self._teardown(name, meta)
             if retired is not None:
                 remove_tree(retired)
