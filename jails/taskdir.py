@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,16 @@ def locked(path: Path, *, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
+STAGING_GRACE_S = 30.0
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 class TaskDirs:
     """All task directories under one state root."""
 
@@ -221,6 +232,8 @@ class TaskDirs:
         """(task name, path) of staging/retired dirs and crashed starts whose lock is free."""
         out: list[tuple[str, Path]] = []
         for p in self.root.iterdir():
+            if p.name.startswith(".new-") and _age_s(p) < STAGING_GRACE_S:
+                continue  # a start may be between mkdir and flock
             if p.name.startswith((".new-", ".del-")):
                 name = p.name[5:].rsplit("-", 1)[0]
             elif not p.name.startswith(".") and not (p / "task.json").exists():

@@ -361,18 +361,27 @@ class RuntimeConformance:
         alloc.mkdir()
         local.mkdir()
         (local / "conf").write_text("from-host\n")
+        hostfile = tmp_path / "resolv.conf"
+        hostfile.write_text("nameserver 127.0.0.53\n")
         spec = make_spec(
             [
                 "/bin/sh",
                 "-c",
                 "cat /local/conf; echo w > /alloc/out && echo alloc-rw; "
-                "echo w > /local/x 2>/dev/null || echo local-ro",
+                "echo w > /local/x 2>/dev/null || echo local-ro; "
+                "cat /etc/xc.conf; echo x >> /etc/xc.conf 2>/dev/null || echo file-ro",
             ],
-            mounts=[Mount(alloc, "/alloc"), Mount(local, "/local", readonly=True)],
+            mounts=[
+                Mount(alloc, "/alloc"),
+                Mount(local, "/local", readonly=True),
+                Mount(hostfile, "/etc/xc.conf", readonly=True),
+            ],
         )
         rt.start(spec)
         assert rt.wait(spec.name, 20).exit_code == 0
-        assert spec.stdout_path.read_text() == "from-host\nalloc-rw\nlocal-ro\n"
+        assert spec.stdout_path.read_text() == (
+            "from-host\nalloc-rw\nlocal-ro\nnameserver 127.0.0.53\nfile-ro\n"
+        )
         assert (alloc / "out").read_text() == "w\n"
         assert not (local / "x").exists()
 
@@ -418,6 +427,10 @@ class RuntimeConformance:
         (half / "spec.json").write_text('{"v": 1, "name": "x"}')
         staged = tasks / f".new-{test_name('staged')}-abcd"
         staged.mkdir()
+        old = time.time() - 3600  # a staging dir is only garbage once it is old
+        os.utime(staged, (old, old))
+        young = tasks / f".new-{test_name('young')}-abcd"
+        young.mkdir()
         retired = tasks / f".del-{test_name('gone')}-abcd"
         retired.mkdir()
         (retired / "spec.json").write_text("{}")
@@ -425,6 +438,8 @@ class RuntimeConformance:
         fresh_rt()  # ... opening a runtime sweeps crashed starts and removals
         assert not half.exists() and not staged.exists() and not retired.exists()
         assert not rt.exists(half.name)
+        assert young.exists()  # may be a start in progress between mkdir and flock
+        young.rmdir()
 
 
 def _wait_for_text(path: Path, text: str, timeout_s: float = 10.0) -> None:
