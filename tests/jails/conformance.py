@@ -387,6 +387,29 @@ class RuntimeConformance:
 
     # ---- lifecycle, state and recovery -----------------------------------------------------
 
+    def test_concurrent_lifecycles(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        specs = [make_spec(["/bin/sh", "-c", f"echo {i}; exit {i}"]) for i in range(8)]
+        errors: list[BaseException] = []
+        codes: dict[str, int] = {}
+
+        def life(spec: JailSpec) -> None:
+            try:
+                rt.start(spec)
+                codes[spec.name] = rt.wait(spec.name, 30).exit_code
+                rt.destroy(spec.name)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=life, args=(s,)) for s in specs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert codes == {s.name: i for i, s in enumerate(specs)}, codes
+        assert all(s.stdout_path.read_text() == f"{i}\n" for i, s in enumerate(specs))
+        assert not any(rt.exists(s.name) for s in specs)
+
     def test_destroy_is_idempotent(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sleep", "60"])
         rt.start(spec)

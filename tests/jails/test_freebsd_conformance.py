@@ -3,10 +3,10 @@
 The backend code runs unchanged, with the real C supervisor. Only the FreeBSD tools are stand-ins:
 ``jexec -U <user> <jail> argv`` becomes ``chroot --userspec`` into the jail's path (exec'd in place,
 as jexec execvp's, so the task's pid is the supervisor's child), ``mount -t nullfs`` a bind mount,
-``jls``/``jail -c``/``jail -r`` a table of created jails, ``pkill -j <jid>`` kills every process
-whose root is the jail's path, and racct usage is summed from /proc. What a fake cannot show (rctl
-enforcement, hostname, procfs in the jail) is listed in ``unsupported`` and pinned by the exact
-command tables in test_freebsd.py.
+``jls``/``jail -c``/``jail -r`` a table of created jails, ``pkill -j <jid>`` kills the processes
+rooted at the jail's path that carry its mark (jails may share a path), and racct usage is summed
+from /proc. What a fake cannot show (rctl enforcement, hostname, procfs in the jail) is listed in
+``unsupported`` and pinned by the exact command tables in test_freebsd.py.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ root=$(cat "{jails}/$jail") || exit 1
 ids=$(awk -F: -v u="$user" '$1==u {{print $3":"$4}}' "$root/etc/passwd")
 [ -n "$ids" ] || {{ echo "jexec: getpwnam: $user: no such user" >&2; exit 1; }}
 cd "$root" || exit 1
+# Jails may share a path; the fake tells their processes apart by this mark.
+export XC_FAKE_JAIL="$jail"
 exec chroot --userspec="$ids" "$root" "$@"
 """
 
@@ -71,7 +73,15 @@ class FakeFreeBSDHost:
         if root is None:
             return []
         real = os.path.realpath(root)
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _root_of(p) == real]
+        mark = f"XC_FAKE_JAIL={name}".encode()
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit() or _root_of(p) != real:
+                continue
+            with contextlib.suppress(OSError):
+                if mark in Path(f"/proc/{p}/environ").read_bytes().split(b"\0"):
+                    out.append(int(p))
+        return out
 
     def _kill(self, name: str) -> int:
         pids = self.procs(name)
