@@ -65,6 +65,7 @@ class FreeBSDRuntime(Runtime):
         mount_bin: str = "/sbin/mount",
         umount_bin: str = "/sbin/umount",
         pkill_bin: str = "/bin/pkill",
+        cpuset_bin: str = "/usr/bin/cpuset",
     ) -> None:
         super().__init__(state_root)
         self.run = runner
@@ -73,6 +74,7 @@ class FreeBSDRuntime(Runtime):
         self.jail_bin, self.jexec_bin, self.jls_bin = jail_bin, jexec_bin, jls_bin
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
+        self.cpuset_bin = cpuset_bin
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
 
@@ -105,6 +107,12 @@ class FreeBSDRuntime(Runtime):
             opts = "ro" if m["ro"] else "rw"
             self.run([self.mount_bin, "-t", "nullfs", "-o", opts, m["source"], m["target"]])
         self.run(jail_create_argv(spec, self.jail_bin))
+        if spec.limits.cpuset:
+            # Pins the jail's root cpuset: every process of the jail, jexec'd ones included.
+            jid = self._jid(spec.name)
+            if jid is None:
+                raise JailError(f"jail {spec.name} vanished right after jail -c")
+            self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
         argv = [self.jexec_bin, "-U", meta["user"], spec.name, *_with_cwd(spec.cwd, spec.argv)]
         env = _env_dict(meta["env"])
         if self._launcher is not None:

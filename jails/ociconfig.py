@@ -108,6 +108,8 @@ def resources(spec: JailSpec) -> dict[str, Any]:
     if lim.cpu_percent is not None:
         cpu["quota"] = lim.cpu_percent * CPU_PERIOD_US // 100
         cpu["period"] = CPU_PERIOD_US
+    if lim.cpuset:
+        cpu["cpus"] = lim.cpuset_list
     if cpu:
         res["cpu"] = cpu
     if lim.max_processes is not None:

@@ -81,7 +81,7 @@ class Limits:
     memory_bytes: the reservation / soft target (Nomad ``memory``); memory_max_bytes: the hard limit
     (Nomad ``memory_max``); when only memory_bytes is set it is also the hard limit.
     cpu_shares: relative weight (Linux cpu.shares; no FreeBSD equivalent). cpu_percent: hard cap in
-    percent of one core (200 = two cores).
+    percent of one core (200 = two cores). cpuset: the host CPUs the task is pinned to.
     """
 
     memory_bytes: int | None = None
@@ -90,6 +90,7 @@ class Limits:
     cpu_percent: int | None = None
     max_processes: int | None = None
     open_files: int | None = None
+    cpuset: tuple[int, ...] = ()  # host CPUs the task may run on (Nomad "cores"); () = any
 
     def __post_init__(self) -> None:
         for name in (
@@ -101,6 +102,13 @@ class Limits:
             "open_files",
         ):
             _opt_positive(f"limits.{name}", getattr(self, name))
+        cpus = tuple(self.cpuset)
+        for c in cpus:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                raise SpecError("limits.cpuset", f"{c!r} is not a CPU number")
+        if len(set(cpus)) != len(cpus):
+            raise SpecError("limits.cpuset", f"{cpus} lists a CPU twice")
+        object.__setattr__(self, "cpuset", tuple(sorted(cpus)))
         if self.memory_bytes is not None and self.memory_bytes < 4 * 1024 * 1024:
             raise SpecError(
                 "limits.memory_bytes", f"{self.memory_bytes} is below the 4 MiB minimum"
@@ -114,6 +122,11 @@ class Limits:
                 "limits.memory_max_bytes",
                 f"{self.memory_max_bytes} is below memory_bytes {self.memory_bytes}",
             )
+
+    @property
+    def cpuset_list(self) -> str:
+        """The cpuset as cpuset(1) / cgroup cpuset.cpus want it: "0,2,3"."""
+        return ",".join(str(c) for c in self.cpuset)
 
     @property
     def memory_hard_bytes(self) -> int | None:

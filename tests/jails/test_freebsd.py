@@ -282,6 +282,19 @@ def test_start_runs_exact_commands(
         rt.start(spec)
 
 
+def test_cpuset_pins_the_jail(
+    rt: FreeBSDRuntime, recorder: Recorder, rootfs: Path, tmp_path: Path
+) -> None:
+    recorder.reply(["/usr/sbin/jls"], 0, "12\n")
+    spec = _spec(rootfs, tmp_path, limits=Limits(cpuset=(2, 3)))
+    rt.start(spec)
+    assert recorder.calls[-3:] == [
+        jail_create_argv(spec, "/usr/sbin/jail"),
+        ["/usr/sbin/jls", "-j", "xc-3f2a9c1e-web", "jid"],
+        ["/usr/bin/cpuset", "-l", "2,3", "-j", "12"],
+    ]
+
+
 def test_cwd_goes_through_sh(
     rt: FreeBSDRuntime, launcher: FakeLauncher, rootfs: Path, tmp_path: Path
 ) -> None:
