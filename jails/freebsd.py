@@ -26,7 +26,7 @@ from jails.errors import (
     NotRunning,
     SpecError,
 )
-from jails.interactive import InteractiveExec, collect_tty
+from jails.interactive import InteractiveExec, collect_tty, set_winsize
 from jails.jailparams import jail_create_argv
 from jails.model import ExecResult, Usage
 from jails.ociconfig import task_env
@@ -240,6 +240,7 @@ class FreeBSDRuntime(Runtime):
         *,
         tty: bool = True,
         env: Mapping[str, str] | None = None,
+        size: tuple[int, int] | None = None,
     ) -> InteractiveExec:
         task = self._task(name)
         full = self._exec_argv(task, argv)
@@ -254,6 +255,8 @@ class FreeBSDRuntime(Runtime):
             )
             return InteractiveExec(proc, master_fd=None, pid_file=None)
         master, slave = os.openpty()
+        if size is not None:  # (cols, rows) before the command starts: no resize race
+            set_winsize(slave, *size)
         try:
             proc = subprocess.Popen(
                 full, stdin=slave, stdout=slave, stderr=slave, env=penv, start_new_session=True

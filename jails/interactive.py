@@ -18,6 +18,10 @@ from jails.errors import ExecTimeout
 from jails.model import ExecResult
 
 
+def set_winsize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 class InteractiveExec:
     """Owns the exec's host-side process (e.g. ``runc exec``) and its terminal or pipes.
 
@@ -52,7 +56,7 @@ class InteractiveExec:
     def resize(self, cols: int, rows: int) -> None:
         if self.master_fd is None:
             return
-        fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        set_winsize(self.master_fd, cols, rows)
         # runc copies the size of its own terminal (our pty) into the container's on SIGWINCH.
         with contextlib.suppress(ProcessLookupError):
             self._proc.send_signal(signal.SIGWINCH)

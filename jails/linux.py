@@ -19,7 +19,7 @@ from typing import Any
 from jails import _cmd
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
 from jails.errors import CommandFailed, ExecTimeout, JailError, NotRunning
-from jails.interactive import InteractiveExec, collect_tty
+from jails.interactive import InteractiveExec, collect_tty, set_winsize
 from jails.model import ExecResult, Usage
 from jails.ociconfig import oci_config, task_env
 from jails.probe import cgroup_mode, probe_host
@@ -215,6 +215,7 @@ class LinuxRuntime(Runtime):
         *,
         tty: bool = True,
         env: Mapping[str, str] | None = None,
+        size: tuple[int, int] | None = None,
     ) -> InteractiveExec:
         task = self._task(name)
         pid_file = self._pid_file(task)
@@ -228,6 +229,8 @@ class LinuxRuntime(Runtime):
         # applies its terminal's size on SIGWINCH; its own terminal is a pty whose master we hand
         # out, so the caller gets a real terminal and runc's exit code is the command's.
         master, slave = os.openpty()
+        if size is not None:  # (cols, rows) before the command starts: no resize race
+            set_winsize(slave, *size)
         try:
             proc = subprocess.Popen(
                 full,

@@ -105,6 +105,7 @@ class Runtime(abc.ABC):
         *,
         tty: bool = True,
         env: Mapping[str, str] | None = None,
+        size: tuple[int, int] | None = None,
     ) -> InteractiveExec: ...
 
     @abc.abstractmethod

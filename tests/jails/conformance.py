@@ -275,6 +275,18 @@ class RuntimeConformance:
         assert b"37 101" in out
         rt.destroy(spec.name)
 
+    def test_exec_interactive_initial_size(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        spec = make_spec(["/bin/sleep", "60"])
+        rt.start(spec)
+        ie = rt.exec_interactive(spec.name, ["/bin/stty", "size"], tty=True, size=(90, 31))
+        try:
+            assert ie.master_fd is not None
+            out = _read_until(ie.master_fd, None, 10)
+            assert ie.wait(10) == 0
+        finally:
+            ie.close()
+        assert b"31 90" in out
+
     def test_exec_interactive_pipes(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sleep", "60"])
         rt.start(spec)
