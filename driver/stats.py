@@ -1,0 +1,309 @@
+"""TaskStats: resource samples of running tasks in Nomad's terms, streamed at an interval.
+
+Sampling goes through ``jails.Runtime.stats`` (a few cgroup/racct reads, no process spawned). The
+samples every stream wants at the same moment are taken together in one worker thread: streams tick
+on a shared grid of their interval, so 100 tasks at 1 s cost one thread hop per second, and a slow
+read (FreeBSD's ``rctl -u`` fallback) never blocks the event loop serving other RPCs.
+
+CPU percent is derived here, per stream, from successive cumulative CPU times: the runtime keeps
+only one previous sample per task, which concurrent streams of one task would overwrite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jails import JailNotFound, Runtime, Usage
+
+# Nomad's names for the fields it knows (plugins/drivers: MeasuredCPUStats / MeasuredMemStats).
+PERCENT = "Percent"
+USER_MODE = "User Mode"
+SYSTEM_MODE = "System Mode"
+TOTAL_TICKS = "Total Ticks"
+THROTTLED_PERIODS = "Throttled Periods"
+THROTTLED_TIME = "Throttled Time"
+RSS = "RSS"
+CACHE = "Cache"
+SWAP = "Swap"
+USAGE = "Usage"
+MAX_USAGE = "Max Usage"
+KERNEL_USAGE = "Kernel Usage"
+KERNEL_MAX_USAGE = "Kernel Max Usage"
+
+CPU_FIELDS = (SYSTEM_MODE, USER_MODE, TOTAL_TICKS, THROTTLED_PERIODS, THROTTLED_TIME, PERCENT)
+MEMORY_FIELDS = (RSS, CACHE, MAX_USAGE, KERNEL_USAGE, KERNEL_MAX_USAGE, USAGE, SWAP)
+
+# The runtime's Usage field behind each memory figure Nomad shows.
+_MEMORY_SOURCES = (
+    (RSS, "memory_rss_bytes"),
+    (USAGE, "memory_usage_bytes"),
+    (MAX_USAGE, "memory_max_usage_bytes"),
+)
+
+DEFAULT_INTERVAL_S = 1.0
+# A zero or tiny interval would turn a stream into a busy loop of file reads.
+MIN_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The node's compute: what Nomad's fingerprint calls total compute (MHz) and usable cores."""
+
+    total_compute_mhz: int
+    cores: int
+    source: str  # "nomad" (SetConfig's nomad_config) or "host" (read here as a fallback)
+
+    def ticks(self, percent: float) -> float:
+        """MHz consumed at ``percent`` (100 = one core), as Nomad's cpustats.TicksConsumed."""
+        return (percent / 100.0) * self.total_compute_mhz / self.cores
+
+
+def topology(total_compute_mhz: int, cores: int, source: str) -> Topology | None:
+    if total_compute_mhz <= 0 or cores <= 0:
+        return None
+    return Topology(total_compute_mhz, cores, source)
+
+
+def resolve_topology(nomad: Topology | None) -> Topology | None:
+    """Nomad's figures when it sent them, else the host's own, else None (no Total Ticks)."""
+    return nomad if nomad is not None else host_topology()
+
+
+@functools.cache
+def host_topology() -> Topology | None:
+    """Cores and MHz as the host reports them: the fallback when a re-attached plugin never got
+    SetConfig. Linux: /proc/cpuinfo (cpufreq's maximum when it has no MHz lines)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores:
+        return None
+    mhz = _cpuinfo_mhz(Path("/proc/cpuinfo")) or _cpufreq_mhz(Path("/sys/devices/system/cpu"))
+    if mhz is None:
+        return None
+    return topology(int(mhz * cores), cores, "host")
+
+
+def _cpuinfo_mhz(path: Path) -> float | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    speeds = []
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "cpu MHz":
+            with contextlib.suppress(ValueError):
+                speeds.append(float(value))
+    return max(speeds) if speeds else None
+
+
+def _cpufreq_mhz(root: Path) -> float | None:
+    try:
+        return int((root / "cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class CpuStats:
+    percent: float = 0.0
+    user_percent: float = 0.0
+    system_percent: float = 0.0
+    total_ticks: float = 0.0
+    throttled_periods: int = 0
+    throttled_time: int = 0
+    measured: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    rss: int = 0
+    cache: int = 0
+    swap: int = 0
+    usage: int = 0
+    max_usage: int = 0
+    kernel_usage: int = 0
+    kernel_max_usage: int = 0
+    measured: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskStatsSample:
+    """One TaskStats message's worth: a whole task (the jail and everything in it)."""
+
+    timestamp_ns: int
+    cpu: CpuStats
+    memory: MemoryStats
+
+
+class CpuTracker:
+    """Turns cumulative CPU times into percentages between this tracker's successive samples.
+
+    ``derive``: the runtime reports cumulative times and leaves the percent to us (Linux cgroups);
+    otherwise the runtime's percent is the kernel's own estimate (FreeBSD racct pcpu) and is used
+    as it is. The first sample is measured against ``since_ns`` (the task's start) when known.
+    """
+
+    def __init__(self, topo: Topology | None, *, derive: bool, since_ns: int | None = None) -> None:
+        self.topo = topo
+        self.derive = derive
+        self._prev: tuple[int, int, int, int] | None = (
+            (since_ns, 0, 0, 0) if since_ns is not None and since_ns > 0 else None
+        )
+
+    def update(self, u: Usage) -> CpuStats:
+        measured: list[str] = []
+        percent = user = system = 0.0
+        prev = self._prev
+        self._prev = (u.timestamp_ns, u.cpu_total_ns, u.cpu_user_ns, u.cpu_system_ns)
+        if not self.derive:
+            if "cpu_percent" in u.measured:
+                percent = u.cpu_percent
+                measured.append(PERCENT)
+        elif "cpu_total_ns" in u.measured and prev is not None and u.timestamp_ns > prev[0]:
+            wall = u.timestamp_ns - prev[0]
+            percent = _pct(u.cpu_total_ns - prev[1], wall)
+            measured.append(PERCENT)
+            if "cpu_user_ns" in u.measured:
+                user = _pct(u.cpu_user_ns - prev[2], wall)
+                measured.append(USER_MODE)
+            if "cpu_system_ns" in u.measured:
+                system = _pct(u.cpu_system_ns - prev[3], wall)
+                measured.append(SYSTEM_MODE)
+        ticks = 0.0
+        if PERCENT in measured and self.topo is not None:
+            ticks = self.topo.ticks(percent)
+            measured.append(TOTAL_TICKS)
+        return CpuStats(percent, user, system, ticks, measured=_in_order(measured, CPU_FIELDS))
+
+
+def _pct(delta_ns: int, wall_ns: int) -> float:
+    return max(100.0 * delta_ns / wall_ns, 0.0)
+
+
+def _in_order(names: list[str], order: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in order if n in names)
+
+
+def memory_stats(u: Usage) -> MemoryStats:
+    measured = [nomad for nomad, ours in _MEMORY_SOURCES if ours in u.measured]
+    return MemoryStats(
+        rss=u.memory_rss_bytes,
+        usage=u.memory_usage_bytes,
+        max_usage=u.memory_max_usage_bytes,
+        measured=_in_order(measured, MEMORY_FIELDS),
+    )
+
+
+class Sampler:
+    """Takes the samples asked for in one event-loop turn together, in one worker thread.
+
+    Several streams of one task asking at once share one reading.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._pending: dict[str, list[asyncio.Future[Usage]]] = {}
+        self._flush_scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    @property
+    def derive_cpu_percent(self) -> bool:
+        return self.runtime.derive_cpu_percent
+
+    async def sample(self, name: str) -> Usage:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Usage] = loop.create_future()
+        self._pending.setdefault(name, []).append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    async def started_at_ns(self, name: str) -> int | None:
+        try:
+            handle = await asyncio.to_thread(self.runtime.handle, name)
+        except JailNotFound:
+            return None
+        return int(handle.started_at * 1e9) if handle.started_at > 0 else None
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        self._flush_scheduled = False
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._inflight.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._inflight.discard)
+
+    async def _run(self, batch: dict[str, list[asyncio.Future[Usage]]]) -> None:
+        results = await asyncio.to_thread(self._read_all, list(batch))
+        for name, futs in batch.items():
+            res = results[name]
+            for fut in futs:
+                if fut.done():  # its stream was cancelled meanwhile
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _read_all(self, names: list[str]) -> dict[str, Usage | Exception]:
+        out: dict[str, Usage | Exception] = {}
+        for name in names:
+            try:
+                out[name] = self.runtime.stats(name)
+            except Exception as exc:  # handed to the stream that asked
+                out[name] = exc
+        return out
+
+
+def interval_or_default(seconds: float) -> float:
+    """Nomad sends its telemetry collection_interval; zero or absent means the 1 s default."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return DEFAULT_INTERVAL_S
+    return max(seconds, MIN_INTERVAL_S)
+
+
+def next_tick(now: float, last: float, interval: float) -> float:
+    """The next point of the shared grid (multiples of ``interval`` on the monotonic clock) at
+    least half an interval after ``last``: streams of one interval sample together, and no two
+    samples of one stream come closer than half an interval."""
+    earliest = last + interval / 2
+    tick = math.ceil(earliest / interval) * interval
+    return max(tick, now)
+
+
+async def stream(
+    sampler: Sampler,
+    name: str,
+    interval_s: float,
+    topo: Topology | None,
+    exited: Callable[[], Awaitable[object]],
+) -> AsyncIterator[TaskStatsSample]:
+    """One sample now, then one per interval, until the task exits or disappears (the consumer
+    cancelling ends it too). ``exited()`` resolves when the task has exited."""
+    interval = interval_or_default(interval_s)
+    loop = asyncio.get_running_loop()
+    # shield: the exit future may be shared with WaitTask callers; ending this stream must not
+    # cancel it.
+    done = asyncio.ensure_future(asyncio.shield(exited()))
+    try:
+        since = await sampler.started_at_ns(name)
+        tracker = CpuTracker(topo, derive=sampler.derive_cpu_percent, since_ns=since)
+        while not done.done():
+            try:
+                usage = await sampler.sample(name)
+            except JailNotFound:
+                return
+            last = loop.time()
+            yield TaskStatsSample(usage.timestamp_ns, tracker.update(usage), memory_stats(usage))
+            delay = next_tick(loop.time(), last, interval) - loop.time()
+            if delay > 0:
+                await asyncio.wait([done], timeout=delay)
+    finally:
+        done.cancel()
