@@ -278,7 +278,10 @@ class RuntimeConformance:
     def test_exec_interactive_initial_size(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sleep", "60"])
         rt.start(spec)
-        ie = rt.exec_interactive(spec.name, ["/bin/stty", "size"], tty=True, size=(90, 31))
+        # runc copies the size into the container's pty just after the command starts (and the
+        # kernel then sends SIGWINCH), so the command looks a moment later.
+        argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
+        ie = rt.exec_interactive(spec.name, argv, tty=True, size=(90, 31))
         try:
             assert ie.master_fd is not None
             out = _read_until(ie.master_fd, None, 10)
