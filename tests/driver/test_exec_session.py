@@ -29,11 +29,7 @@ from driver.execsession import (
     run_to_completion,
 )
 from jails import JailSpec, Runtime
-from tests.fixtures.rootfs import busybox_rootfs
-from tests.fixtures.runc import linux_runtime_factory
 from tests.fixtures.sweep import test_name
-
-__all__ = ["busybox_rootfs", "linux_runtime_factory"]
 
 pytestmark = pytest.mark.root
 _N = itertools.count()
