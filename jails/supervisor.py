@@ -20,7 +20,12 @@ from jails.taskdir import TaskDir, TaskPids
 
 
 def _source() -> bytes:
-    return resources.files("jails").joinpath("supervisor.c").read_bytes()
+    try:
+        return resources.files("jails").joinpath("supervisor.c").read_bytes()
+    except FileNotFoundError as exc:
+        raise HostUnsupported(
+            "jails/supervisor.c is not installed with the package: add it to package-data"
+        ) from exc
 
 
 def ensure_binary(state_root: Path, cc: str = "cc") -> Path:
