@@ -328,7 +328,7 @@ def _replace(u: Usage, **kw: Any) -> Usage:
 
 
 def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
-    """Block until pid exits or timeout_s passes (pidfd on Linux, polling elsewhere)."""
+    """Block until pid exits or timeout_s passes (pidfd on Linux, kqueue on FreeBSD)."""
     if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
         try:
             fd = os.pidfd_open(pid)
@@ -340,6 +340,25 @@ def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
             select.select([fd], [], [], timeout_s)
         finally:
             os.close(fd)
+        return
+    if sys.platform.startswith("freebsd"):  # EVFILT_PROC / NOTE_EXIT on a non-child pid
+        kq = select.kqueue()
+        try:
+            ev = select.kevent(
+                pid,
+                filter=select.KQ_FILTER_PROC,
+                flags=select.KQ_EV_ADD,
+                fflags=select.KQ_NOTE_EXIT,
+            )
+            try:
+                kq.control([ev], 0, 0)
+            except OSError:  # ESRCH: already gone
+                return
+            if not identity_alive(pid, start):
+                return
+            kq.control(None, 1, timeout_s)
+        finally:
+            kq.close()
         return
     time.sleep(min(timeout_s, 0.05))
 
