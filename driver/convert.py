@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from google.protobuf import timestamp_pb2
 
 from driver import hclschema as hs
 from driver.events import TaskEvent
 from driver.fingerprint import Fingerprint, Health
+from driver.state import HANDLE_VERSION, DriverState, Resources
+from driver.taskspec import NomadMount, NomadTask
+from jails import ExitStatus
 from plugin_proto import base_pb2, driver_pb2, hclspec_pb2, structs_pb2
 
 # ---- hclspec ----
@@ -198,3 +202,85 @@ def nomad_info_to_proto(info: NomadInfo) -> base_pb2.NomadConfig:
             cores=cores,
             override_total_compute=0 if per * info.cores == info.total_compute_mhz
             else info.total_compute_mhz)))
+
+
+# ---- the task lifecycle ----
+
+
+def nomad_task_from_proto(msg: driver_pb2.TaskConfig) -> NomadTask:
+    res = msg.resources
+    alloc = res.allocated_resources
+    return NomadTask(
+        id=msg.id, name=msg.name, alloc_id=msg.alloc_id, alloc_dir=msg.alloc_dir,
+        stdout_path=msg.stdout_path, stderr_path=msg.stderr_path,
+        env=MappingProxyType(dict(msg.env)), user=msg.user,
+        resources=Resources(cpu_mhz=int(alloc.cpu.cpu_shares or res.linux_resources.cpu_shares),
+                            memory_mb=int(alloc.memory.memory_mb),
+                            memory_max_mb=int(alloc.memory.memory_max_mb)),
+        percent_ticks=float(res.linux_resources.PercentTicks),
+        mounts=tuple(NomadMount(m.host_path, m.task_path, m.readonly) for m in msg.mounts),
+        job_name=msg.job_name, task_group_name=msg.task_group_name, namespace=msg.namespace)
+
+
+def nomad_task_to_proto(t: NomadTask) -> driver_pb2.TaskConfig:
+    """The inverse of nomad_task_from_proto (for tests and tools)."""
+    r = t.resources
+    return driver_pb2.TaskConfig(
+        id=t.id, name=t.name, alloc_id=t.alloc_id, alloc_dir=t.alloc_dir,
+        stdout_path=t.stdout_path, stderr_path=t.stderr_path, env=dict(t.env), user=t.user,
+        resources=driver_pb2.Resources(
+            allocated_resources=driver_pb2.AllocatedTaskResources(
+                cpu=driver_pb2.AllocatedCpuResources(cpu_shares=r.cpu_mhz),
+                memory=driver_pb2.AllocatedMemoryResources(memory_mb=r.memory_mb,
+                                                           memory_max_mb=r.memory_max_mb)),
+            linux_resources=driver_pb2.LinuxResources(
+                cpu_shares=r.cpu_mhz, PercentTicks=t.percent_ticks,
+                memory_limit_bytes=max(r.memory_mb, r.memory_max_mb) * 1024 * 1024)),
+        mounts=[driver_pb2.Mount(host_path=m.host_path, task_path=m.task_path,
+                                 readonly=m.readonly) for m in t.mounts],
+        job_name=t.job_name, task_group_name=t.task_group_name, namespace=t.namespace)
+
+
+def exit_result_to_proto(status: ExitStatus | None) -> driver_pb2.ExitResult:
+    if status is None:
+        return driver_pb2.ExitResult(exit_code=-1)
+    return driver_pb2.ExitResult(exit_code=status.exit_code, signal=status.signal,
+                                 oom_killed=status.oom_killed)
+
+
+def exit_result_from_proto(msg: driver_pb2.ExitResult) -> ExitStatus:
+    return ExitStatus(exit_code=msg.exit_code, signal=msg.signal, oom_killed=msg.oom_killed)
+
+
+def _unix_ts(seconds: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    if seconds > 0:
+        ts.FromNanoseconds(int(seconds * 1e9))
+    else:
+        # Go's zero time.Time; Nomad's Go tooling converts without nil checks.
+        ts.seconds = GO_ZERO_TIME_S
+    return ts
+
+
+GO_ZERO_TIME_S = -62135596800  # 0001-01-01T00:00:00Z
+
+
+def task_handle_to_proto(config: driver_pb2.TaskConfig, state: DriverState,
+                         running: bool = True) -> driver_pb2.TaskHandle:
+    handle = driver_pb2.TaskHandle(
+        version=HANDLE_VERSION, driver_state=state.encode(),
+        state=driver_pb2.RUNNING if running else driver_pb2.EXITED)
+    handle.config.CopyFrom(config)
+    return handle
+
+
+def task_status_to_proto(state: DriverState, exited: bool, status: ExitStatus | None,
+                         ) -> driver_pb2.TaskStatus:
+    msg = driver_pb2.TaskStatus(
+        id=state.task_id, name=state.task_name,
+        state=driver_pb2.EXITED if exited else driver_pb2.RUNNING)
+    msg.started_at.CopyFrom(_unix_ts(state.started_at))
+    msg.completed_at.CopyFrom(_unix_ts(status.finished_at if exited and status else 0.0))
+    if exited:
+        msg.result.CopyFrom(exit_result_to_proto(status))
+    return msg

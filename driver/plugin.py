@@ -1,4 +1,5 @@
-"""The plugin's state between RPCs: its config, Nomad's settings, the event bus, fingerprints.
+"""The plugin's state between RPCs: its config, Nomad's settings, the event bus, fingerprints,
+and the task lifecycle (``XcPlugin.driver``).
 
 No protobuf here; ``driver.servicer`` converts at the edge.
 """
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 from driver.config import PluginConfig, TaskConfig, check_task_allowed, decode_plugin_config
 from driver.config import decode_task_config as _decode_task_config
 from driver.convert import Capabilities, NomadInfo
+from driver.driver import XcDriver
 from driver.events import EventBus
 from driver.fingerprint import Fingerprinter
+from driver.taskspec import Node
 
 log = logging.getLogger("plugin")
 
@@ -33,6 +36,12 @@ class XcPlugin:
         self.events = EventBus()
         self.fingerprinter = fingerprinter or Fingerprinter(lambda: self.config)
         self.capabilities = Capabilities()
+        self.driver = XcDriver(self.config, self.events, self.node)
+
+    def node(self) -> Node:
+        if self.nomad is None:
+            return Node()
+        return Node(self.nomad.total_compute_mhz, self.nomad.cores)
 
     def set_config(self, raw: bytes, nomad: NomadInfo | None) -> PluginConfig:
         """Decode and adopt a plugin config; idempotent, and atomic: a bad one changes nothing."""
@@ -44,6 +53,13 @@ class XcPlugin:
             self.nomad = nomad
         log.debug("plugin config set", extra={"config": repr(cfg), "nomad": repr(nomad)})
         if changed:
+            if self.driver.tasks():
+                # Nomad sends SetConfig once per plugin process, before any task; a later
+                # change must not orphan the running tasks' runtime and store.
+                log.warning("plugin config changed while tasks run; it applies after a restart")
+            else:
+                self.driver.close()
+                self.driver = XcDriver(cfg, self.events, self.node)
             self.fingerprinter.poke()
         return cfg
 

@@ -1,7 +1,7 @@
 """Thin gRPC adapters: convert the request, call the plugin, convert the answer.
 
-Every Driver RPC the task lifecycle will implement answers UNIMPLEMENTED with a clear message
-until it lands; the streams Nomad keeps open (Fingerprint, TaskEvents) never end.
+Lifecycle errors map to one status each (``_status_of``); StartTask failures carry Nomad's
+RecoverableError detail. The streams Nomad keeps open (Fingerprint, TaskEvents) never end.
 """
 
 from __future__ import annotations
@@ -12,22 +12,67 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
+from google.protobuf import any_pb2
 
 from driver import convert
 from driver.config import PLUGIN_SCHEMA, TASK_SCHEMA, ConfigError
+from driver.driver import describe
+from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.plugin import XcPlugin
 from driver.version import API_VERSION, DRIVER_NAME, version
-from plugin_proto import base_pb2, base_pb2_grpc, driver_pb2, driver_pb2_grpc
+from plugin_proto import (
+    base_pb2,
+    base_pb2_grpc,
+    driver_pb2,
+    driver_pb2_grpc,
+    rpc_status_pb2,
+    structs_pb2,
+)
 
 log = logging.getLogger("servicer")
 
 LIFECYCLE_PENDING = "the task lifecycle is not implemented in this version of the xc driver yet"
+NO_NETWORKS = "not supported: xc runs tasks on the host's network"
 
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type stubs
 
 
-async def _unimplemented(context: Ctx, method: str) -> NoReturn:
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"xc: {method}: {LIFECYCLE_PENDING}")
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, bool | None]:
+    """gRPC code for a lifecycle error, and the RecoverableError flag to attach (None: none).
+    Never UNAVAILABLE or CANCELLED: Nomad reads those as a dead plugin."""
+    if isinstance(exc, ConfigError | BadRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, False
+    if isinstance(exc, StartFailed):
+        return grpc.StatusCode.FAILED_PRECONDITION, exc.recoverable
+    if isinstance(exc, TaskNotFound | TaskGone):
+        return grpc.StatusCode.NOT_FOUND, None
+    if isinstance(exc, TaskConflict):
+        return grpc.StatusCode.FAILED_PRECONDITION, None
+    return grpc.StatusCode.INTERNAL, None
+
+
+def status_details(code: grpc.StatusCode, message: str, recoverable: bool) -> bytes:
+    """The ``grpc-status-details-bin`` trailer Nomad's client reads a RecoverableError from."""
+    detail = any_pb2.Any()
+    detail.Pack(structs_pb2.RecoverableError(recoverable=recoverable))
+    return rpc_status_pb2.Status(code=code.value[0], message=message,
+                                 details=[detail]).SerializeToString()
+
+
+async def _abort(context: Ctx, exc: BaseException, method: str) -> NoReturn:
+    code, recoverable = _status_of(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error(f"{method} failed", exc_info=exc)
+    message = f"xc: {exc}" if not isinstance(exc, ConfigError) else f"xc task config: {exc}"
+    trailer: tuple[tuple[str, bytes], ...] = ()
+    if recoverable is not None:
+        trailer = (("grpc-status-details-bin", status_details(code, message, recoverable)),)
+    await context.abort(code, message, trailing_metadata=trailer)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+async def _unimplemented(context: Ctx, method: str, why: str = LIFECYCLE_PENDING) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"xc: {method}: {why}")
     raise AssertionError("abort returned")  # pragma: no cover
 
 
@@ -90,34 +135,69 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         task = request.task
         try:
             cfg = self.plugin.decode_task_config(task.msgpack_driver_config)
-        except ConfigError as exc:
-            log.warning("task config rejected", extra={"task_id": task.id, "error": str(exc)})
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"xc task config: {exc}")
-        log.debug("task config decoded", extra={"task_id": task.id, "config": repr(cfg)})
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"task config accepted; but {LIFECYCLE_PENDING}, so task {task.name!r} cannot start",
-        )
-        raise AssertionError("abort returned")  # pragma: no cover
+            nomad = convert.nomad_task_from_proto(task)
+            state = await self.plugin.driver.start_task(nomad, cfg)
+        except Exception as exc:
+            log.warning("task start failed", extra={"task_id": task.id, "error": str(exc)})
+            await _abort(context, exc, "StartTask")
+        return driver_pb2.StartTaskResponse(
+            result=driver_pb2.StartTaskResponse.SUCCESS,
+            handle=convert.task_handle_to_proto(task, state))
 
     async def Shutdown(self, request: Any, context: Ctx) -> driver_pb2.ShutdownResponse:
         # The agent is going away; tasks outlive the plugin, so there is nothing to stop here.
         return driver_pb2.ShutdownResponse()
 
-    async def RecoverTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "RecoverTask")
+    async def RecoverTask(
+        self, request: driver_pb2.RecoverTaskRequest, context: Ctx
+    ) -> driver_pb2.RecoverTaskResponse:
+        # Nomad never sets task_id here; the handle's config carries it.
+        task_id = request.handle.config.id or request.task_id
+        try:
+            await self.plugin.driver.recover_task(task_id, request.handle.driver_state)
+        except Exception as exc:
+            await _abort(context, exc, "RecoverTask")
+        return driver_pb2.RecoverTaskResponse()
 
-    async def WaitTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "WaitTask")
+    async def WaitTask(
+        self, request: driver_pb2.WaitTaskRequest, context: Ctx
+    ) -> driver_pb2.WaitTaskResponse:
+        try:
+            outcome = await self.plugin.driver.wait_task(request.task_id)
+        except Exception as exc:
+            await _abort(context, exc, "WaitTask")
+        return driver_pb2.WaitTaskResponse(
+            result=convert.exit_result_to_proto(outcome.status), err=outcome.error)
 
-    async def StopTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "StopTask")
+    async def StopTask(
+        self, request: driver_pb2.StopTaskRequest, context: Ctx
+    ) -> driver_pb2.StopTaskResponse:
+        try:
+            await self.plugin.driver.stop_task(
+                request.task_id, request.signal, request.timeout.ToTimedelta().total_seconds())
+        except Exception as exc:
+            await _abort(context, exc, "StopTask")
+        return driver_pb2.StopTaskResponse()
 
-    async def DestroyTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "DestroyTask")
+    async def DestroyTask(
+        self, request: driver_pb2.DestroyTaskRequest, context: Ctx
+    ) -> driver_pb2.DestroyTaskResponse:
+        try:
+            await self.plugin.driver.destroy_task(request.task_id, request.force)
+        except Exception as exc:
+            await _abort(context, exc, "DestroyTask")
+        return driver_pb2.DestroyTaskResponse()
 
-    async def InspectTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "InspectTask")
+    async def InspectTask(
+        self, request: driver_pb2.InspectTaskRequest, context: Ctx
+    ) -> driver_pb2.InspectTaskResponse:
+        try:
+            entry = self.plugin.driver.inspect_task(request.task_id)
+        except Exception as exc:
+            await _abort(context, exc, "InspectTask")
+        return driver_pb2.InspectTaskResponse(
+            task=convert.task_status_to_proto(entry.state, entry.exited, entry.exit_status),
+            driver=driver_pb2.TaskDriverStatus(attributes=describe(entry)))
 
     async def TaskStats(
         self, request: Any, context: Ctx
@@ -125,8 +205,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         await _unimplemented(context, "TaskStats")
         yield driver_pb2.TaskStatsResponse()  # unreachable; makes this a stream handler
 
-    async def SignalTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "SignalTask")
+    async def SignalTask(
+        self, request: driver_pb2.SignalTaskRequest, context: Ctx
+    ) -> driver_pb2.SignalTaskResponse:
+        try:
+            await self.plugin.driver.signal_task(request.task_id, request.signal)
+        except Exception as exc:
+            await _abort(context, exc, "SignalTask")
+        return driver_pb2.SignalTaskResponse()
 
     async def ExecTask(self, request: Any, context: Ctx) -> Any:
         await _unimplemented(context, "ExecTask")
@@ -138,10 +224,10 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
         yield driver_pb2.ExecTaskStreamingResponse()  # unreachable; makes this a stream handler
 
     async def CreateNetwork(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "CreateNetwork")
+        await _unimplemented(context, "CreateNetwork", NO_NETWORKS)
 
     async def DestroyNetwork(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "DestroyNetwork")
+        await _unimplemented(context, "DestroyNetwork", NO_NETWORKS)
 
 
 def register(server: grpc.aio.Server, stop: asyncio.Event, plugin: XcPlugin | None = None) -> None:

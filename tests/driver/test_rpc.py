@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -203,7 +204,7 @@ def test_open_streams_do_not_starve_calls(plugin: PluginProcess) -> None:
             s.cancel()
 
 
-# ---- StartTask (config decoding only until the lifecycle lands) and the rest ----
+# ---- StartTask's config decoding (no pool here: a good config then fails on the dataset) ----
 
 
 def start(pp: PluginProcess, raw: bytes) -> grpc.RpcError:
@@ -213,11 +214,17 @@ def start(pp: PluginProcess, raw: bytes) -> grpc.RpcError:
     return rpc_error(drv(pp).StartTask, driver_pb2.StartTaskRequest(task=task), timeout=TIMEOUT)
 
 
-def test_start_task_accepts_a_good_config_then_says_unimplemented(plugin: PluginProcess) -> None:
+def no_store(err: grpc.RpcError) -> bool:
+    """The config was accepted and the start failed later, on the missing dataset zroot/xc."""
+    return err.code() == grpc.StatusCode.FAILED_PRECONDITION and "zroot" in err.details()
+
+
+def test_start_task_accepts_a_good_config_then_needs_the_store(
+    plugin: PluginProcess, tmp_path: Path
+) -> None:
+    set_config(plugin, {"state_dir": str(tmp_path)})
     err = start(plugin, nomad_bytes(TASK_SCHEMA, {"image": "alpine:3.20", "args": ["-c", "true"]}))
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert err.details().startswith("task config accepted; ")
-    assert "not implemented" in err.details()
+    assert no_store(err), err.details()
 
 
 def test_start_task_bad_config_is_invalid_argument_naming_the_field(
@@ -228,42 +235,61 @@ def test_start_task_bad_config_is_invalid_argument_naming_the_field(
     assert 'config.image: required; set image = "registry/name:tag"' in err.details()
 
 
-def test_start_task_checks_the_operator_allow_list(plugin: PluginProcess) -> None:
+def test_start_task_checks_the_operator_allow_list(plugin: PluginProcess, tmp_path: Path) -> None:
     raw = nomad_bytes(TASK_SCHEMA, {"image": "alpine", "jail_params": {"allow.mount": "1"}})
     err = start(plugin, raw)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config.jail_params.allow.mount: not allowed" in err.details()
-    set_config(plugin, {"allowed_jail_params": ["allow.mount"]})
-    assert start(plugin, raw).code() == grpc.StatusCode.UNIMPLEMENTED
+    set_config(plugin, {"allowed_jail_params": ["allow.mount"],
+                        "state_dir": str(tmp_path)})
+    assert no_store(start(plugin, raw))
 
 
-def test_large_messages_are_accepted(plugin: PluginProcess) -> None:
+def test_large_messages_are_accepted(plugin: PluginProcess, tmp_path: Path) -> None:
     # go-plugin allows MaxInt32 both ways; a big env must not hit grpc's 4 MiB default.
     raw = nomad_bytes(TASK_SCHEMA, {"image": "alpine", "args": ["x" * 1024] * 6000})
-    assert start(plugin, raw).code() == grpc.StatusCode.UNIMPLEMENTED
+    set_config(plugin, {"state_dir": str(tmp_path)})
+    assert no_store(start(plugin, raw))
 
 
 @pytest.mark.parametrize(
     ("method", "request_msg"),
     [
-        ("RecoverTask", driver_pb2.RecoverTaskRequest()),
         ("WaitTask", driver_pb2.WaitTaskRequest(task_id="x")),
         ("StopTask", driver_pb2.StopTaskRequest(task_id="x")),
-        ("DestroyTask", driver_pb2.DestroyTaskRequest(task_id="x", force=True)),
         ("InspectTask", driver_pb2.InspectTaskRequest(task_id="x")),
         ("SignalTask", driver_pb2.SignalTaskRequest(task_id="x", signal="SIGHUP")),
-        ("ExecTask", driver_pb2.ExecTaskRequest(task_id="x", command=["true"])),
+    ],
+)
+def test_unknown_task_is_not_found(plugin: PluginProcess, method: str, request_msg: Any) -> None:
+    err = rpc_error(getattr(drv(plugin), method), request_msg, timeout=TIMEOUT)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert "task 'x' is not known to the xc driver" in err.details()
+
+
+def test_destroy_of_an_unknown_task_succeeds_and_recover_without_state_fails(
+    plugin: PluginProcess,
+) -> None:
+    drv(plugin).DestroyTask(driver_pb2.DestroyTaskRequest(task_id="x", force=True),
+                            timeout=TIMEOUT)
+    err = rpc_error(drv(plugin).RecoverTask, driver_pb2.RecoverTaskRequest(), timeout=TIMEOUT)
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "no driver_state" in err.details()
+
+
+@pytest.mark.parametrize(
+    ("method", "request_msg"),
+    [
         ("CreateNetwork", driver_pb2.CreateNetworkRequest(alloc_id="a")),
         ("DestroyNetwork", driver_pb2.DestroyNetworkRequest(alloc_id="a")),
     ],
 )
-def test_lifecycle_rpcs_answer_a_clear_unimplemented(
+def test_network_rpcs_answer_a_clear_unimplemented(
     plugin: PluginProcess, method: str, request_msg: Any
 ) -> None:
     err = rpc_error(getattr(drv(plugin), method), request_msg, timeout=TIMEOUT)
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert err.details() == (f"xc: {method}: the task lifecycle is not implemented in this "
-                             "version of the xc driver yet")
+    assert err.details() == (f"xc: {method}: not supported: xc runs tasks on the host's "
+                             "network")
 
 
 def test_streaming_lifecycle_rpcs_answer_unimplemented(plugin: PluginProcess) -> None:
