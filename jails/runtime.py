@@ -33,9 +33,12 @@ from jails.taskdir import (
     boot_id,
     identity_alive,
     locked,
+    proc_state_alive,
     remove_tree,
     write_atomic,
 )
+
+IDENTITY_RECHECK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,8 @@ class Runtime(abc.ABC):
     def wait(self, name: str, timeout: float | None = None) -> ExitStatus:
         task = self._task(name)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        verified_at = -1e9  # full identity check (pid + start time + boot) now and then;
+        while True:  # in between a cheap liveness check of the verified pid suffices
             status = task.exit_status()
             if status is not None:
                 return status
@@ -206,7 +210,7 @@ class Runtime(abc.ABC):
                 if err is not None or not task.path.exists():
                     raise SupervisorError(f"task {name!r} never started: {err or 'state removed'}")
                 slice_s = 0.05
-            elif not task.supervisor_alive():
+            elif not self._supervisor_alive(task, pids, verified_at):
                 status = task.exit_status()
                 if status is not None:
                     return status
@@ -215,7 +219,9 @@ class Runtime(abc.ABC):
                     "(killed, or the host rebooted); the task's outcome is unknown"
                 )
             else:
-                slice_s = 1.0
+                if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
+                    verified_at = time.monotonic()
+                slice_s = 0.25  # exit.json may appear while the supervisor drains log FIFOs
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -225,6 +231,18 @@ class Runtime(abc.ABC):
                 _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, slice_s)
             else:
                 time.sleep(slice_s)
+
+    @staticmethod
+    def _supervisor_alive(task: TaskDir, pids: TaskPids, verified_at: float) -> bool:
+        if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
+            return task.supervisor_alive()
+        try:
+            os.kill(pids.supervisor_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return proc_state_alive(pids.supervisor_pid)
 
     def signal(self, name: str, signum: int) -> None:
         task = self._task(name)
@@ -354,9 +372,7 @@ def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
                 kq.control([ev], 0, 0)
             except OSError:  # ESRCH: already gone
                 return
-            if not identity_alive(pid, start):
-                return
-            kq.control(None, 1, timeout_s)
+            kq.control(None, 1, timeout_s)  # callers verified the identity of pid
         finally:
             kq.close()
         return

@@ -89,6 +89,17 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
 
 
+def proc_state_alive(pid: int) -> bool:
+    """False for a zombie (exited, not yet reaped) where /proc can tell; True otherwise."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no procfs: kill(0) already said alive
+    except OSError:
+        return True
+    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] not in (b"Z", b"X")
+
+
 StartTimeProbe = Callable[[int], "int | None"]
 _start_time_probe: StartTimeProbe = proc_start_time
 
