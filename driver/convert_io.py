@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from driver import stats as st
+from driver.convert import NomadInfo
 from driver.execsession import (
     ExecInput,
     ExecOutcome,
@@ -58,6 +59,11 @@ def seconds_to_duration(seconds: float) -> duration_pb2.Duration:
 
 
 # ---- TaskStats ----
+
+
+def topology_from_nomad(info: NomadInfo | None) -> st.Topology | None:
+    """The node's compute from SetConfig's nomad_config (None: not sent, or no figures in it)."""
+    return st.topology(info.total_compute_mhz, info.cores, "nomad") if info else None
 
 
 def stats_request_from_proto(req: driver_pb2.TaskStatsRequest) -> tuple[str, float]:

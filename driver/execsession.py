@@ -19,9 +19,14 @@ import subprocess
 import tty
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from driver.errors import BadRequest, TaskConflict
 from jails import InteractiveExec
+from jails.errors import NotRunning
+
+if TYPE_CHECKING:
+    from driver.driver import XcDriver
 
 Stream = Literal["stdout", "stderr"]
 
@@ -35,7 +40,7 @@ CAPTURE_LIMIT = 1024 * 1024
 EOF_CHAR = b"\x04"  # a terminal's VEOF: how "stdin closed" reaches a program reading a tty
 
 
-class ExecProtocolError(Exception):
+class ExecProtocolError(BadRequest):
     """The client broke the exec stream protocol (e.g. no setup message first)."""
 
 
@@ -423,3 +428,46 @@ async def pump_inputs(
         yield tuple(first)
     async for batch in messages:
         yield batch
+
+
+# ---- what the ExecTask and ExecTaskStreaming RPCs call ----
+
+
+def _starter(
+    driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool
+) -> Callable[[], InteractiveExec]:
+    name = driver.task(task_id).name
+    start = exec_start(driver.runtime.exec_interactive, name, argv, tty=tty)
+
+    def checked() -> InteractiveExec:
+        try:
+            return start()
+        except NotRunning:
+            raise TaskConflict(
+                f"task {task_id!r} is not running; commands run only in a running task"
+            ) from None
+
+    return checked
+
+
+async def serve_stream(
+    driver: XcDriver, messages: AsyncIterator[tuple[ExecInput, ...]]
+) -> AsyncIterator[ExecOutput]:
+    """A whole ``nomad alloc exec`` session: setup first, then the command's output, ``Exited``
+    last. Raises ExecProtocolError, TaskNotFound or TaskConflict before any output."""
+    setup, rest = await first_setup(messages)
+    session = await ExecSession.open(_starter(driver, setup.task_id, setup.command, setup.tty))
+    try:
+        async for out in session.run(pump_inputs(messages, rest)):
+            yield out
+    finally:
+        await session.aclose()
+
+
+async def run_once(
+    driver: XcDriver, task_id: str, argv: Sequence[str], timeout_s: float | None
+) -> ExecOutcome:
+    """A script check: run argv in the task, capture its output, kill it at timeout_s."""
+    if not argv or not argv[0]:
+        raise BadRequest("exec: command is empty; give the program to run and its arguments")
+    return await run_to_completion(_starter(driver, task_id, argv, False), timeout_s)

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeAlias
 import grpc
 from google.protobuf import any_pb2
 
-from driver import convert
+from driver import convert, convert_io, execsession, stats
 from driver.config import PLUGIN_SCHEMA, TASK_SCHEMA, ConfigError
 from driver.driver import describe
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
@@ -200,10 +200,16 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
             driver=driver_pb2.TaskDriverStatus(attributes=describe(entry)))
 
     async def TaskStats(
-        self, request: Any, context: Ctx
+        self, request: driver_pb2.TaskStatsRequest, context: Ctx
     ) -> AsyncIterator[driver_pb2.TaskStatsResponse]:
-        await _unimplemented(context, "TaskStats")
-        yield driver_pb2.TaskStatsResponse()  # unreachable; makes this a stream handler
+        task_id, interval_s = convert_io.stats_request_from_proto(request)
+        try:
+            samples = stats.task_stream(self.plugin.driver, task_id, interval_s,
+                                        convert_io.topology_from_nomad(self.plugin.nomad))
+            async for sample in samples:
+                yield convert_io.stats_to_proto(sample)
+        except Exception as exc:
+            await _abort(context, exc, "TaskStats")
 
     async def SignalTask(
         self, request: driver_pb2.SignalTaskRequest, context: Ctx
@@ -214,14 +220,26 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
             await _abort(context, exc, "SignalTask")
         return driver_pb2.SignalTaskResponse()
 
-    async def ExecTask(self, request: Any, context: Ctx) -> Any:
-        await _unimplemented(context, "ExecTask")
+    async def ExecTask(
+        self, request: driver_pb2.ExecTaskRequest, context: Ctx
+    ) -> driver_pb2.ExecTaskResponse:
+        task_id, argv, timeout_s = convert_io.exec_request_from_proto(request)
+        try:
+            outcome = await execsession.run_once(self.plugin.driver, task_id, argv, timeout_s)
+        except Exception as exc:
+            await _abort(context, exc, "ExecTask")
+        return convert_io.exec_outcome_to_proto(outcome)
 
     async def ExecTaskStreaming(
-        self, request_iterator: Any, context: Ctx
+        self, request_iterator: AsyncIterator[driver_pb2.ExecTaskStreamingRequest], context: Ctx
     ) -> AsyncIterator[driver_pb2.ExecTaskStreamingResponse]:
-        await _unimplemented(context, "ExecTaskStreaming")
-        yield driver_pb2.ExecTaskStreamingResponse()  # unreachable; makes this a stream handler
+        # The client going away cancels this generator; the session's finally kills the command.
+        messages = convert_io.exec_inputs_stream(request_iterator)
+        try:
+            async for out in execsession.serve_stream(self.plugin.driver, messages):
+                yield convert_io.exec_output_to_proto(out)
+        except Exception as exc:
+            await _abort(context, exc, "ExecTaskStreaming")
 
     async def CreateNetwork(self, request: Any, context: Ctx) -> Any:
         await _unimplemented(context, "CreateNetwork", NO_NETWORKS)

@@ -16,11 +16,16 @@ import contextlib
 import functools
 import math
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jails import JailNotFound, Runtime, Usage
+
+if TYPE_CHECKING:
+    from driver.driver import XcDriver
 
 # Nomad's names for the fields it knows (plugins/drivers: MeasuredCPUStats / MeasuredMemStats).
 PERCENT = "Percent"
@@ -284,17 +289,17 @@ async def stream(
     interval_s: float,
     topo: Topology | None,
     exited: Callable[[], Awaitable[object]],
+    since_ns: int | None = None,
 ) -> AsyncIterator[TaskStatsSample]:
     """One sample now, then one per interval, until the task exits or disappears (the consumer
     cancelling ends it too). ``exited()`` resolves when the task has exited."""
     interval = interval_or_default(interval_s)
     loop = asyncio.get_running_loop()
-    # shield: the exit future may be shared with WaitTask callers; ending this stream must not
-    # cancel it.
-    done = asyncio.ensure_future(asyncio.shield(exited()))
+    done = asyncio.ensure_future(exited())
     try:
-        since = await sampler.started_at_ns(name)
+        since = since_ns if since_ns is not None else await sampler.started_at_ns(name)
         tracker = CpuTracker(topo, derive=sampler.derive_cpu_percent, since_ns=since)
+        await asyncio.sleep(0)  # let an already exited task's exited() resolve first
         while not done.done():
             try:
                 usage = await sampler.sample(name)
@@ -307,3 +312,26 @@ async def stream(
                 await asyncio.wait([done], timeout=delay)
     finally:
         done.cancel()
+
+
+# ---- what the TaskStats RPC calls ----
+
+_samplers: weakref.WeakKeyDictionary[Runtime, Sampler] = weakref.WeakKeyDictionary()
+
+
+def sampler_for(runtime: Runtime) -> Sampler:
+    """The one sampler of a runtime, so every stream of the plugin shares its batches."""
+    sampler = _samplers.get(runtime)
+    if sampler is None:
+        sampler = _samplers[runtime] = Sampler(runtime)
+    return sampler
+
+
+def task_stream(
+    driver: XcDriver, task_id: str, interval_s: float, nomad_topology: Topology | None
+) -> AsyncIterator[TaskStatsSample]:
+    """TaskStats for one task of the driver; raises TaskNotFound for an unknown id."""
+    entry = driver.task(task_id)
+    since = int(entry.started_at * 1e9) if entry.started_at > 0 else None
+    return stream(sampler_for(driver.runtime), entry.name, interval_s,
+                  resolve_topology(nomad_topology), entry.wait, since)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -49,7 +49,7 @@ def _run(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def exit_watch(rt: Runtime, name: str) -> Callable[[], asyncio.Future[None]]:
+def exit_watch(rt: Runtime, name: str) -> Callable[[], Awaitable[None]]:
     """An exit future fed by one plain thread (as a driver would share one per task)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -66,7 +66,7 @@ def exit_watch(rt: Runtime, name: str) -> Callable[[], asyncio.Future[None]]:
             loop.call_soon_threadsafe(settle)
 
     threading.Thread(target=watch, daemon=True).start()
-    return lambda: fut
+    return lambda: asyncio.shield(fut)
 
 
 async def take(stream: Any, n: int) -> list[st.TaskStatsSample]:
@@ -120,7 +120,7 @@ def test_stream_ends_when_the_task_is_destroyed(rt: Runtime, start: Any) -> None
         sampler = st.Sampler(rt)
         never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         n = 0
-        async for _ in st.stream(sampler, name, 0.1, TOPO, lambda: never):
+        async for _ in st.stream(sampler, name, 0.1, TOPO, lambda: asyncio.shield(never)):
             n += 1
             if n == 2:
                 await asyncio.to_thread(rt.destroy, name)
