@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.rootfs",
     "tests.fixtures.runc",
     "tests.fixtures.plugin",
+    "tests.fixtures.nomad",
 ]
 
 

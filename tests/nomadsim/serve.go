@@ -171,6 +171,8 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 	case "quit":
 		s.quitOnce.Do(func() { close(s.quit) })
 		return nil, nil
+	case "run_task_get":
+		return runTaskGet(req)
 	}
 	inst, err := s.instance(req)
 	if err != nil {
@@ -238,6 +240,14 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 		return startTask(ctx, inst, req)
 	case "rpc":
 		return genericRPC(ctx, inst, req)
+	case "run_task_start":
+		return runTaskStart(ctx, inst, req)
+	case "run_task_stop":
+		return runTaskStop(ctx, inst, req)
+	case "run_task_destroy":
+		return runTaskDestroy(ctx, inst, req)
+	case "run_task_recover":
+		return runTaskRecover(ctx, inst, req)
 	case "logs":
 		return logs(inst), nil
 	case "kill_plugin":
