@@ -3,8 +3,6 @@ the FIFOs, exit codes, signals, OOM, stop with kill_signal/kill_timeout, inspect
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.fixtures.nomad import Nomad
