@@ -221,7 +221,9 @@ class Runtime(abc.ABC):
             else:
                 if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
                     verified_at = time.monotonic()
-                slice_s = 0.25  # exit.json may appear while the supervisor drains log FIFOs
+                # pidfd/kqueue wake us when the supervisor exits; the slice only bounds the lag
+                # when exit.json is written but the supervisor lingers draining log FIFOs.
+                slice_s = 1.0
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
