@@ -34,6 +34,7 @@ _GONE = ("does not exist", "not exist", "container not running", "not running")
 
 class LinuxRuntime(Runtime):
     backend = "linux"
+    init_exit_kills_all = True  # the container init is pid 1 of its own pid namespace
 
     def __init__(
         self,

@@ -56,6 +56,8 @@ class Runtime(abc.ABC):
     backend: str = ""
     # True when _sample leaves cpu_percent to be derived from successive cpu_total_ns samples.
     derive_cpu_percent: bool = True
+    # True when the task's exit ends every process of its jail/container (a pid namespace).
+    init_exit_kills_all: bool = False
 
     def __init__(self, state_root: Path) -> None:
         self.state_root = Path(state_root)
@@ -277,6 +279,8 @@ class Runtime(abc.ABC):
         """SIGKILL the jail/container's processes until the supervisor records the exit. Repeated
         because a process can still be joining (jexec attaching) when the first kill runs."""
         deadline = time.monotonic() + timeout_s
+        if self.init_exit_kills_all and task.exit_status() is not None:
+            return  # the task's end took every process of the container with it
         while True:
             self._kill_all(task.name, meta)
             try:
