@@ -3,17 +3,25 @@ the FIFOs, exit codes, signals, OOM, stop with kill_signal/kill_timeout, inspect
 
 from __future__ import annotations
 
+import json
+import threading
+
 import pytest
 
-from tests.fixtures.nomad import Nomad
+from tests.fixtures.nomad import Nomad, TaskRun
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def sh(script: str) -> str:
     """A config body running ``script`` with the image's /bin/sh."""
-    escaped = script.replace("\\\\", "\\\\\\\\").replace('"', '\\\\"')
-    return f'command = "/bin/sh"\nargs = ["-c", "{escaped}"]'
+    return f'command = "/bin/sh"\nargs = ["-c", {json.dumps(script)}]'
+
+
+def finish(nomad: Nomad, run: TaskRun) -> None:
+    nomad.destroy(run)
+    left = nomad.leftovers()
+    assert not any(run.jail in str(v) for v in left.values()), left
 
 
 def test_hello_world_runs_from_the_image_and_cleans_up(nomad: Nomad) -> None:
@@ -24,8 +32,122 @@ def test_hello_world_runs_from_the_image_and_cleans_up(nomad: Nomad) -> None:
     nomad.wait_for(lambda: run.stdout() == "hello from xc\n", what="the log file")
     assert run.handle["version"] >= 1
     assert run.handle["config"]["id"] == run.task_id
+    assert run.driver_state["v"] == 1 and run.driver_state["task_id"] == run.task_id
     inspect = nomad.inspect(run)
     assert inspect["task"]["state"] == "EXITED"
+    assert inspect["task"]["result"]["exit_code"] == 0
     assert inspect["driver"]["attributes"]["jail"] == run.jail
-    nomad.destroy(run)
-    assert not any(run.jail in str(v) for v in nomad.leftovers().values())
+    finish(nomad, run)
+    # idempotent: a second destroy of the same task succeeds
+    assert nomad.rpc("DestroyTask", {"task_id": run.task_id, "force": True})["ok"]
+
+
+def test_logs_arrive_in_order_on_both_streams_with_nomad_env(nomad: Nomad) -> None:
+    script = ("i=0; while test $i -lt 400; do echo line $i; i=$((i+1)); done; "
+              "echo oops >&2; echo \"$NOMAD_TASK_NAME $NOMAD_ALLOC_DIR $NOMAD_TASK_DIR "
+              "$GREETING $FROM_JOB $(id -un)\"; test -d /alloc/logs && test -d /local "
+              "&& test -d /secrets && echo dirs-ok")
+    run = nomad.start(sh(script), env={"FROM_JOB": "job-env"}, user="nobody")
+    assert nomad.wait(run)["result"]["exit_code"] == 0
+    want = [f"line {i}" for i in range(400)] + [
+        f"{run.name} /alloc /local hi job-env nobody", "dirs-ok"]
+    nomad.wait_for(lambda: run.stdout().splitlines() == want, what="all stdout lines")
+    nomad.wait_for(lambda: run.stderr() == "oops\n", what="stderr")
+    finish(nomad, run)
+
+
+def test_work_dir_and_entrypoint_override(nomad: Nomad) -> None:
+    run = nomad.start('entrypoint = ["/bin/sh", "-c"]\nargs = ["pwd; hostname"]\n'
+                      'work_dir = "/opt"\nhostname = "web-1"')
+    assert nomad.wait(run)["result"]["exit_code"] == 0
+    nomad.wait_for(lambda: run.stdout() == "/opt\nweb-1\n", what="pwd and hostname")
+    finish(nomad, run)
+
+
+def test_exit_code_is_reported_and_wait_is_repeatable(nomad: Nomad) -> None:
+    run = nomad.start(sh("exit 3"))
+    results: list[dict[str, object]] = []
+    waiters = [threading.Thread(target=lambda: results.append(nomad.wait(run)))
+               for _ in range(3)]
+    for t in waiters:
+        t.start()
+    for t in waiters:
+        t.join(60)
+    assert [r["result"] for r in results] == [{"exit_code": 3, "signal": 0,
+                                               "oom_killed": False}] * 3
+    assert nomad.wait(run)["result"]["exit_code"] == 3  # stored result, at once
+    # StopTask on an exited task succeeds; non-force destroy of an exited task too.
+    assert nomad.rpc("StopTask", {"task_id": run.task_id, "timeout": "1s"})["ok"]
+    finish(nomad, run)
+
+
+def test_signal_task_delivers_and_kill_is_reported_as_a_signal(nomad: Nomad) -> None:
+    trap = nomad.start(sh("trap 'echo got usr1; exit 7' USR1; echo ready; "
+                          "while :; do sleep 0.1; done"))
+    killed = nomad.start(sh("echo ready; while :; do sleep 0.1; done"))
+    for run in (trap, killed):
+        nomad.wait_for(lambda run=run: "ready" in run.stdout(), what="the task to start")
+    assert nomad.check_rpc("InspectTask", {"task_id": trap.task_id})["task"]["state"] == \
+        "RUNNING"
+    nomad.check_rpc("SignalTask", {"task_id": trap.task_id, "signal": "SIGUSR1"})
+    nomad.check_rpc("SignalTask", {"task_id": killed.task_id, "signal": "SIGKILL"})
+    assert nomad.wait(trap)["result"] == {"exit_code": 7, "signal": 0, "oom_killed": False}
+    assert nomad.wait(killed)["result"] == {"exit_code": 137, "signal": 9, "oom_killed": False}
+    nomad.wait_for(lambda: "got usr1" in trap.stdout(), what="the trap's output")
+    bad = nomad.rpc("SignalTask", {"task_id": trap.task_id, "signal": "SIGNOPE"})
+    assert bad["code"] == "InvalidArgument" and "SIGNOPE" in bad["message"]
+    exited = nomad.rpc("SignalTask", {"task_id": trap.task_id, "signal": "SIGHUP"})
+    assert exited["code"] == "FailedPrecondition" and "has exited" in exited["message"]
+    finish(nomad, trap)
+    finish(nomad, killed)
+
+
+def test_oom_kill_is_reported_as_such(nomad: Nomad) -> None:
+    run = nomad.start(sh('a=xxxxxxxxxxxxxxxx; while :; do a="$a$a"; done'), memory=16)
+    res = nomad.wait(run, timeout=120)
+    assert res["result"]["oom_killed"] is True
+    assert res["result"]["signal"] == 9
+    finish(nomad, run)
+
+
+def test_destroy_without_force_refuses_a_running_task(nomad: Nomad) -> None:
+    run = nomad.start(sh("while :; do sleep 0.1; done"))
+    reply = nomad.rpc("DestroyTask", {"task_id": run.task_id, "force": False})
+    assert reply["code"] == "FailedPrecondition" and "is running" in reply["message"]
+    assert nomad.inspect(run)["task"]["state"] == "RUNNING"
+    finish(nomad, run)  # force
+    assert nomad.rpc("WaitTask", {"task_id": run.task_id})["code"] == "NotFound"
+
+
+def test_stop_sends_kill_signal_and_the_task_exits_by_itself(nomad: Nomad) -> None:
+    script = "trap 'echo got-usr2; exit 0' USR2; echo ready; while :; do sleep 0.1; done"
+    run = nomad.start(sh(script), kill_signal="SIGUSR2", kill_timeout_s=30)
+    nomad.wait_for(lambda: "ready" in run.stdout(), what="the task to start")
+    reply = nomad.stop(run)
+    assert reply["wait"]["result"] == {"exit_code": 0, "signal": 0, "oom_killed": False}
+    nomad.wait_for(lambda: "got-usr2" in run.stdout(), what="the trap's output")
+    finish(nomad, run)
+
+
+def test_stop_without_kill_signal_sends_sigint(nomad: Nomad) -> None:
+    script = "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 0.1; done"
+    run = nomad.start(sh(script), kill_timeout_s=30)
+    nomad.wait_for(lambda: "ready" in run.stdout(), what="the task to start")
+    assert nomad.stop(run)["wait"]["result"]["exit_code"] == 5
+    nomad.wait_for(lambda: "got-int" in run.stdout(), what="the trap's output")
+    finish(nomad, run)
+
+
+def test_a_task_ignoring_sigterm_is_killed_after_the_timeout_not_before(nomad: Nomad) -> None:
+    script = ("trap 'echo ignored-term' TERM; echo ready; i=0; "
+              "while :; do echo tick $i; i=$((i+1)); sleep 0.1; done")
+    run = nomad.start(sh(script), kill_signal="SIGTERM", kill_timeout_s=2)
+    nomad.wait_for(lambda: "tick 3" in run.stdout(), what="the task to tick")
+    reply = nomad.stop(run)
+    assert reply["wait"]["result"]["signal"] == 9  # killed, not exited by itself
+    assert reply["stop_ms"] >= 2000  # StopTask returned no earlier than kill_timeout
+    lines = run.stdout().splitlines()
+    after = lines[lines.index("ignored-term") + 1:]
+    # The task saw SIGTERM and went on ticking until the kill: it was not killed at once.
+    assert sum(1 for line in after if line.startswith("tick")) >= 3, lines[-10:]
+    finish(nomad, run)

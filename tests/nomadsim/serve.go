@@ -24,8 +24,11 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"google.golang.org/grpc/status"
+
 	"nomadsim/pb/base"
 	"nomadsim/pb/drivers"
+	"nomadsim/pb/structs"
 )
 
 type request map[string]json.RawMessage
@@ -43,8 +46,16 @@ func (f *failure) Error() string { return f.msg }
 func fail(msg string, fields response) error { return &failure{msg: msg, fields: fields} }
 
 func rpcFailure(what string, err error) error {
-	return fail(fmt.Sprintf("%s: %s", what, describeErr(err)), response{
-		"stage": "rpc", "code": grpcCode(err), "message": grpcMessage(err)})
+	fields := response{"stage": "rpc", "code": grpcCode(err), "message": grpcMessage(err)}
+	// Nomad's driver client reads the first status detail as a RecoverableError.
+	if st, ok := status.FromError(err); ok {
+		if d := st.Details(); len(d) > 0 {
+			if rec, ok := d[0].(*structs.RecoverableError); ok {
+				fields["recoverable"] = rec.GetRecoverable()
+			}
+		}
+	}
+	return fail(fmt.Sprintf("%s: %s", what, describeErr(err)), fields)
 }
 
 type server struct {
