@@ -26,7 +26,7 @@ from jails.errors import (
     NotRunning,
     SpecError,
 )
-from jails.interactive import InteractiveExec, collect_tty, set_winsize
+from jails.interactive import InteractiveExec, collect_tty, spawn_interactive
 from jails.jailparams import jail_create_argv
 from jails.model import ExecResult, Usage
 from jails.ociconfig import task_env
@@ -244,29 +244,8 @@ class FreeBSDRuntime(Runtime):
     ) -> InteractiveExec:
         task = self._task(name)
         full = self._exec_argv(task, argv)
-        penv = self._exec_env(task, env)
-        if not tty:
-            proc = subprocess.Popen(
-                full,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=penv,
-            )
-            return InteractiveExec(proc, master_fd=None, pid_file=None)
-        master, slave = os.openpty()
-        if size is not None:  # (cols, rows) before the command starts: no resize race
-            set_winsize(slave, *size)
-        try:
-            proc = subprocess.Popen(
-                full, stdin=slave, stdout=slave, stderr=slave, env=penv, start_new_session=True
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        return InteractiveExec(proc, master_fd=master, pid_file=None)
+        # jexec becomes the command: the pty is the command's own terminal, left in cooked mode.
+        return spawn_interactive(full, tty=tty, env=self._exec_env(task, env), size=size)
 
 
 def _env_dict(env: Sequence[str]) -> dict[str, str]:

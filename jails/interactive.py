@@ -11,6 +11,8 @@ import struct
 import subprocess
 import termios
 import time
+import tty as _tty
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +22,47 @@ from jails.model import ExecResult
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def spawn_interactive(
+    argv: Sequence[str],
+    *,
+    tty: bool,
+    env: Mapping[str, str] | None = None,
+    size: tuple[int, int] | None = None,
+    raw: bool = False,
+    pid_file: Path | None = None,
+    cleanup: list[Path] | None = None,
+) -> InteractiveExec:
+    """Start ``argv`` on a fresh pty (tty=True) or on three pipes.
+
+    ``raw``: put the pty in raw mode before the program starts. For a program that proxies to a
+    terminal of its own (``runc exec --tty``) input written before it switches to raw would
+    otherwise be echoed, and a ^D eaten, by our side's line discipline.
+    """
+    penv = dict(env) if env is not None else None
+    if not tty:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=penv,
+        )
+        return InteractiveExec(proc, master_fd=None, pid_file=pid_file, cleanup=cleanup)
+    master, slave = os.openpty()
+    try:
+        if size is not None:  # (cols, rows) before the command starts: no resize race
+            set_winsize(slave, *size)
+        if raw:
+            _tty.setraw(slave)
+        proc = subprocess.Popen(
+            list(argv), stdin=slave, stdout=slave, stderr=slave, env=penv,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return InteractiveExec(proc, master_fd=master, pid_file=pid_file, cleanup=cleanup)
 
 
 class InteractiveExec:

@@ -19,7 +19,7 @@ from typing import Any
 from jails import _cmd
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
 from jails.errors import CommandFailed, ExecTimeout, JailError, NotRunning
-from jails.interactive import InteractiveExec, collect_tty, set_winsize
+from jails.interactive import InteractiveExec, collect_tty, spawn_interactive
 from jails.model import ExecResult, Usage
 from jails.ociconfig import oci_config, task_env
 from jails.probe import cgroup_mode, probe_host
@@ -221,32 +221,12 @@ class LinuxRuntime(Runtime):
         task = self._task(name)
         pid_file = self._pid_file(task)
         full = self._exec_argv(task, argv, env, pid_file, tty=tty)
-        if not tty:
-            proc = subprocess.Popen(
-                full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            return InteractiveExec(proc, master_fd=None, pid_file=pid_file, cleanup=[pid_file])
         # runc exec --tty (attached) proxies between its own terminal and the container's pty and
         # applies its terminal's size on SIGWINCH; its own terminal is a pty whose master we hand
         # out, so the caller gets a real terminal and runc's exit code is the command's.
-        master, slave = os.openpty()
-        if size is not None:  # (cols, rows) before the command starts: no resize race
-            set_winsize(slave, *size)
-        try:
-            proc = subprocess.Popen(
-                full,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                start_new_session=True,
-                pass_fds=(),
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
-        return InteractiveExec(proc, master_fd=master, pid_file=pid_file, cleanup=[pid_file])
+        return spawn_interactive(
+            full, tty=tty, size=size, raw=True, pid_file=pid_file, cleanup=[pid_file]
+        )
 
 
 def _kill_exec(pid_file: Path, proc: subprocess.Popen[bytes]) -> None:
