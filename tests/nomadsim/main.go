@@ -23,6 +23,8 @@ func main() {
 		os.Exit(runServe())
 	case "agent-start":
 		os.Exit(runAgentStart(os.Args[2:]))
+	case "run-job":
+		os.Exit(runRunJob(os.Args[2:]))
 	default:
 		fmt.Fprintf(os.Stderr, "nomadsim: unknown mode %q\n", os.Args[1])
 		os.Exit(2)

@@ -1,0 +1,44 @@
+# Nomad agent configuration for the xc task driver.
+#
+# Start a dev agent with it (as root: the driver creates ZFS clones and jails/containers):
+#   nomad agent -dev -config examples/nomad/agent.hcl -plugin-dir /usr/local/libexec/nomad/plugins
+# after `nomad-driver-xc install --plugin-dir /usr/local/libexec/nomad/plugins`.
+#
+# The values below match what `scripts/demo.sh` sets up: a ZFS pool "xcdemo" (zfs-fuse on a file),
+# a plain-HTTP registry on 127.0.0.1:5000 holding xc-demo/busybox:1.0, and /srv/xc-demo as the
+# one host path tasks may mount. On a real FreeBSD client, point `dataset` at your pool
+# (e.g. "zroot/xc"), drop `allow_insecure_registries` and list your own host paths.
+
+plugin "xc" {
+  config {
+    # Images (one snapshot per layer chain) and task root clones live under this dataset.
+    dataset   = "xcdemo/xc"
+    backend   = "auto"                          # freebsd on FreeBSD, linux (runc) elsewhere
+    state_dir = "/var/lib/nomad-driver-xc"      # per-task state; survives plugin restarts
+
+    # Registries reached over plain HTTP. Never list a registry you do not control.
+    allow_insecure_registries = ["127.0.0.1:5000"]
+
+    # Host paths tasks may mount (task config `mount {}` / `volumes`). Off unless enabled.
+    volumes {
+      enabled            = true
+      allowed_host_paths = ["/srv/xc-demo"]
+    }
+
+    # Unused images are removed this long after their last task is gone.
+    gc {
+      image       = true
+      image_delay = "3m"
+    }
+
+    # rctl-style limits Nomad's job spec has no field for: defaults and operator caps.
+    default_limits {
+      maxproc   = 512
+      openfiles = 4096
+    }
+    max_limits {
+      maxproc   = 4096
+      openfiles = 65536
+    }
+  }
+}
