@@ -438,6 +438,10 @@ def _mounts(v: Mapping[str, Any], p: str) -> list[MountSpec]:
                               origin=vp))
     seen: set[str] = set()
     for ms in out:
+        if ".." in ms.source.split("/"):
+            # An allow-list is checked on the text of the path: ".." could walk out of it.
+            raise ConfigError(ms.origin, f"source {ms.source!r} contains '..'",
+                              "write the path without '..' components")
         if ms.target in seen:
             raise ConfigError(ms.origin, f"a second mount targets {ms.target}",
                               "give each mount its own target")
