@@ -500,11 +500,6 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 		j.printf("==> %s passed: stopping the task\n", limit)
 		result = j.stop(jt, taskID)
 	}
-	if result != nil {
-		j.summary.Result = result
-		j.printf("==> task exited: exit code %v, signal %v, oom killed %v\n",
-			numberOf(result["exit_code"]), numberOf(result["signal"]), result["oom_killed"])
-	}
 	<-statsDone // the stats stream ends when the task exits
 
 	// DestroyTask, then logmon drains and stops; the last lines are printed before we return.
@@ -512,6 +507,11 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 	close(stopLogs)
 	logsWG.Wait()
 	finishEvents()
+	if result != nil {
+		j.summary.Result = result
+		j.printf("==> task exited: exit code %v, signal %v, oom killed %v\n",
+			numberOf(result["exit_code"]), numberOf(result["signal"]), result["oom_killed"])
+	}
 	if !keepAlloc && j.summary.AllocDir != "" {
 		_ = os.RemoveAll(j.summary.AllocDir)
 	}
