@@ -205,7 +205,14 @@ class XcDriver:
         self._names[name] = nomad.id
         try:
             image = await self._ensure_image(nomad, cfg)
-            state = await self._run(self._start_blocking, nomad, cfg, name, image)
+            started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
+                                                      image))
+            try:
+                state = await asyncio.shield(started)
+            except asyncio.CancelledError:
+                # The caller went away mid-start: the task must not run without a handle.
+                started.add_done_callback(lambda f: self._discard_started(f))
+                raise
         except BaseException:
             if self._names.get(name) == nomad.id:
                 del self._names[name]
@@ -311,14 +318,25 @@ class XcDriver:
             raise
 
     def _clear_previous(self, name: str) -> None:
-        """Remove what an earlier, ended incarnation of this alloc's task left behind."""
+        """Remove what an earlier incarnation of this alloc's task left behind. Nomad starts a
+        task only when it holds no live handle for it, and start_task has already refused a
+        live one this plugin knows, so a jail still running here is an orphan (a start whose
+        caller went away, a handle Nomad dropped): it goes too."""
         rt = self.runtime
         if rt.exists(name):
-            if rt.status(name) == "running":
-                raise StartFailed(f"jail {name} is still running a previous start of this task; "
-                                  "stop it first", recoverable=True)
+            log.warning("removing a previous incarnation of the task",
+                        extra={"jail": name, "status": rt.status(name)})
             rt.destroy(name)
         self.store.destroy_rootfs(name)
+        self._forget_state(name)
+
+    def _discard_started(self, fut: asyncio.Future[DriverState]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        state = fut.result()
+        log.warning("start was cancelled after the task started; removing it",
+                    extra={"task_id": state.task_id, "jail": state.name})
+        self._pool.submit(self._destroy_blocking, state)
 
     # ---- the driver's own record of each task (for destroy after a lost handle) ---
 

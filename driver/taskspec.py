@@ -201,6 +201,9 @@ def compose(
     plugin: PluginConfig,
     node: Node = Node(),
 ) -> JailSpec:
+    if task.readonly_rootfs:
+        raise ConfigError("config.readonly_rootfs", "a read-only root is not supported by this "
+                          "version of the xc driver", "remove readonly_rootfs, or set it to false")
     user, group = user_of(image, nomad)
     try:
         return JailSpec(

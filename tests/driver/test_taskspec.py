@@ -170,3 +170,9 @@ def test_bad_mounts(mount: MountSpec, field: str, problem: str) -> None:
 def test_jail_params_pass_through() -> None:
     s = spec(TaskConfig(image="i", jail_params=MappingProxyType({"allow.raw_sockets": "1"})))
     assert s.jail_params == (("allow.raw_sockets", "1"),)
+
+
+def test_readonly_rootfs_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError) as err:
+        spec(TaskConfig(image="i", readonly_rootfs=True))
+    assert err.value.field == "config.readonly_rootfs"

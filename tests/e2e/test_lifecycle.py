@@ -42,6 +42,34 @@ def test_hello_world_runs_from_the_image_and_cleans_up(nomad: Nomad) -> None:
     assert nomad.rpc("DestroyTask", {"task_id": run.task_id, "force": True})["ok"]
 
 
+def test_image_download_is_reported_as_task_events(nomad: Nomad) -> None:
+    from tests.fixtures.images import busybox_built, push_image
+
+    image = push_image(nomad.registry, "ci/xc-events", "v1", busybox_built())
+    run = nomad.start(image=image)
+    assert nomad.wait(run)["result"]["exit_code"] == 0
+
+    def mine() -> list[dict[str, object]]:
+        seen.extend(nomad.events())
+        return [e for e in seen if e["task_id"] == run.task_id]
+
+    seen: list[dict[str, object]] = []
+    nomad.wait_for(lambda: any(str(e["message"]).startswith("Downloaded image")
+                               for e in mine()), what="the download events")
+    events = mine()
+    assert events[0]["message"] == "Downloading image"
+    assert events[0]["annotations"] == {"image": image}
+    assert (events[0]["alloc_id"], events[0]["task_name"]) == (run.alloc_id, run.name)
+    assert events[-1]["annotations"]["phase"] == "done"  # type: ignore[index]
+    # A second task of a cached, unchanged image starts without download events.
+    again = nomad.start(image=image)
+    assert nomad.wait(again)["result"]["exit_code"] == 0
+    later = nomad.events(wait_s=0.5)
+    assert not [e for e in later if e["task_id"] == again.task_id]
+    finish(nomad, run)
+    finish(nomad, again)
+
+
 def test_logs_arrive_in_order_on_both_streams_with_nomad_env(nomad: Nomad) -> None:
     script = ("i=0; while test $i -lt 400; do echo line $i; i=$((i+1)); done; "
               "echo oops >&2; echo \"$NOMAD_TASK_NAME $NOMAD_ALLOC_DIR $NOMAD_TASK_DIR "
