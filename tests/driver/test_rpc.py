@@ -290,13 +290,3 @@ def test_network_rpcs_answer_a_clear_unimplemented(
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     assert err.details() == (f"xc: {method}: not supported: xc runs tasks on the host's "
                              "network")
-
-
-def test_streaming_lifecycle_rpcs_answer_unimplemented(plugin: PluginProcess) -> None:
-    err = rpc_error(lambda: list(drv(plugin).TaskStats(
-        driver_pb2.TaskStatsRequest(task_id="x"), timeout=TIMEOUT)))
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED and "TaskStats" in err.details()
-    setup = driver_pb2.ExecTaskStreamingRequest(
-        setup=driver_pb2.ExecTaskStreamingRequest.Setup(task_id="x", command=["sh"]))
-    err = rpc_error(lambda: list(drv(plugin).ExecTaskStreaming(iter([setup]), timeout=TIMEOUT)))
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED and "ExecTaskStreaming" in err.details()

@@ -235,6 +235,15 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 		return execStreamSend(inst, req)
 	case "stream_poll":
 		return streamPoll(inst, req)
+	case "stream_cancel":
+		// What Nomad does when alloc exec's user disconnects or the stats hook stops.
+		name, _ := param(req, "stream", "")
+		st := inst.Stream(name)
+		if st == nil {
+			return nil, fmt.Errorf("stream %q was not started", name)
+		}
+		st.cancel()
+		return nil, nil
 	case "fingerprint_poll":
 		req["stream"] = json.RawMessage(`"fingerprint"`)
 		return streamPoll(inst, req)
