@@ -1,0 +1,278 @@
+"""The driver end to end, each figure next to a baseline measured in the same run.
+
+  python bench/driver_bench.py [--tasks 100] [--starts 15] [--window 10]
+  python bench/driver_bench.py --quick            # 10 tasks, 5 starts, 5 s windows
+
+Everything goes through the Nomad-client rig (tests/nomadsim) and the real plugin, against a
+zfs-fuse pool, a local registry and runc, like the e2e tests:
+
+1. StartTask-to-running with a cached image (the rig's task runner: alloc dir, FIFOs, StartTask
+   returning once the task runs) vs the bare sequence the backend runs for it: `zfs clone` of the
+   image's snapshot + writing a runc bundle + `runc run -d`. Goal: ratio <= 1.5.
+2. Resident memory with --tasks sleeping tasks: the plugin's RSS (vs the same plugin idle), and
+   what each task costs outside itself (its supervisor's RSS/PSS; runc leaves no process).
+3. CPU the plugin spends serving TaskStats at 1 s for every task, over --window seconds, vs the
+   same plugin over the same window with the streams closed. Goal: < 5% of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures import zpool as zpool_fx  # noqa: E402
+from tests.fixtures.images import busybox_image  # noqa: E402
+from tests.fixtures.nomad import (  # noqa: E402
+    Nomad,
+    TaskRun,
+    _cleanup,
+    _remove_cgroups,
+    cgroup_parent,
+    state_dir_path,
+)
+from tests.fixtures.registry import start_registry  # noqa: E402
+from tests.fixtures.runc import runc_usable  # noqa: E402
+from tests.nomadsim.client import Rig, build_rig  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SLEEPER = 'command = "/bin/sleep"\nargs = ["3600"]'
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime + stime
+
+
+def rss_kib(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE // 1024
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains ``marker``."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker.encode() in (p / "cmdline").read_bytes():
+                out.append(int(p.name))
+    return out
+
+
+@contextlib.contextmanager
+def environment() -> Iterator[tuple[Nomad, int]]:
+    """Pool, registry with the busybox image, rig and a launched plugin; all torn down."""
+    reason = runc_usable()
+    if reason:
+        raise SystemExit(f"cannot run: {reason}")
+    pool = zpool_fx.create_pool("bench")
+    registry = start_registry("plain")
+    state_dir = state_dir_path()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    rig: Rig | None = None
+    nomad: Nomad | None = None
+    try:
+        image = busybox_image(registry, repo="bench/busybox")
+        (state_dir / "allocs").mkdir(exist_ok=True)
+        (state_dir / "volumes").mkdir(exist_ok=True)
+        rig = Rig.start(build_rig(Path(tempfile.mkdtemp(prefix="xc-bench-rig-"))),
+                        stderr_path=state_dir / "nomadsim.log")
+        nomad = Nomad(rig, pool, registry, image, state_dir, state_dir / "allocs",
+                      state_dir / "volumes")
+        pid = int(nomad.launch()["pid"])
+        yield nomad, pid
+    finally:
+        if rig is not None:
+            rig.stop()
+        _cleanup(state_dir)
+        _remove_cgroups(cgroup_parent())
+        if nomad is not None:
+            subprocess.run(["zfs", "destroy", "-r", "-f", nomad.dataset], capture_output=True,
+                           check=False)
+        registry.stop()
+        zpool_fx.destroy_pool(pool)
+        zpool_fx.stop_daemon()
+
+
+def start_task(nomad: Nomad, memory: int = 16) -> tuple[TaskRun, float]:
+    t0 = time.perf_counter()
+    run = nomad.start(SLEEPER, memory=memory)
+    return run, time.perf_counter() - t0
+
+
+def bare_start(origin: str, dataset: str, work: Path, i: int) -> tuple[float, str, str]:
+    """zfs clone + bundle + runc run -d: what the backend does for a task, and nothing else."""
+    clone = f"{dataset}/bare{i}"
+    mnt = work / f"bare{i}"
+    bundle = work / f"bundle{i}"
+    cid = f"xctest-{os.getpid()}-bare{i}"
+    template = json.loads((work / "config.template.json").read_text())
+    t0 = time.perf_counter()
+    subprocess.run(["zfs", "clone", "-o", f"mountpoint={mnt}", origin, clone], check=True,
+                   capture_output=True)
+    bundle.mkdir()
+    template["root"] = {"path": str(mnt), "readonly": False}
+    template["linux"]["cgroupsPath"] = f"/{cgroup_parent()}/bare{i}"
+    (bundle / "config.json").write_text(json.dumps(template))
+    with open(work / "bare.log", "ab") as log:
+        subprocess.run(["runc", "--root", str(work / "runc"), "run", "-d", "--bundle",
+                        str(bundle), cid], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                       check=True)
+    return time.perf_counter() - t0, cid, clone
+
+
+def bare_destroy(work: Path, cid: str, clone: str) -> None:
+    root = str(work / "runc")
+    subprocess.run(["runc", "--root", root, "kill", "--all", cid, "KILL"], capture_output=True,
+                   check=False)
+    for _ in range(100):
+        cp = subprocess.run(["runc", "--root", root, "delete", "--force", cid],
+                            capture_output=True, check=False)
+        if cp.returncode == 0:
+            break
+        time.sleep(0.05)
+    for _ in range(100):
+        if subprocess.run(["zfs", "destroy", clone], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.05)
+
+
+def bare_template(work: Path) -> None:
+    """`runc spec` edited like the backend's spec (host network, sleep 3600)."""
+    tmp = work / "spec"
+    tmp.mkdir()
+    subprocess.run(["runc", "spec"], cwd=tmp, check=True)
+    cfg = json.loads((tmp / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/bin/sleep", "3600"]
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+    (work / "config.template.json").write_text(json.dumps(cfg))
+
+
+def bench_start(nomad: Nomad, starts: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix=f"xctest-{os.getpid()}-bench-"))
+    bare_template(work)
+    try:
+        warm, _ = start_task(nomad)                 # pulls the image; not measured
+        clones = subprocess.run(
+            ["zfs", "list", "-H", "-o", "name,origin", "-r", f"{nomad.dataset}/tasks"],
+            capture_output=True, text=True, check=True).stdout.split("\n")
+        origin = next(line.split("\t")[1] for line in clones
+                      if "\t" in line and "@" in line.split("\t")[1])
+        nomad.destroy(warm)
+        xc, bare = [], []
+        for i in range(starts):
+            run, dt = start_task(nomad)
+            xc.append(dt)
+            nomad.destroy(run)
+            dt, cid, clone = bare_start(origin, nomad.dataset, work, i)
+            bare.append(dt)
+            bare_destroy(work, cid, clone)
+        return {"xc_ms": statistics.median(xc) * 1000, "bare_ms": statistics.median(bare) * 1000}
+    finally:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+        for m in sorted((line.split()[1] for line in mounts
+                         if line.split()[1].startswith(str(work))), reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def start_many(nomad: Nomad, n: int) -> list[TaskRun]:
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return [r for r, _ in pool.map(lambda _: start_task(nomad), range(n))]
+
+
+def window_cpu(pid: int, seconds: float) -> float:
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=100)
+    ap.add_argument("--starts", type=int, default=15)
+    ap.add_argument("--window", type=float, default=10.0, help="seconds per CPU window")
+    ap.add_argument("--quick", action="store_true", help="10 tasks, 5 starts, 5 s windows")
+    a = ap.parse_args()
+    if a.quick:
+        a.tasks, a.starts, a.window = 10, 5, 5.0
+    command = "python bench/driver_bench.py " + shlex.join(sys.argv[1:])
+    with environment() as (nomad, pid):
+        start = bench_start(nomad, a.starts)
+
+        idle_rss = rss_kib(pid)
+        runs = start_many(nomad, a.tasks)
+        time.sleep(2)
+        busy_rss = rss_kib(pid)
+        sups = processes_with(str(nomad.state_dir / "jails" / "tasks"))
+        sups = [p for p in sups if p != pid]
+        sup_rss = [rss_kib(p) for p in sups]
+        sup_pss = [pss_kib(p) for p in sups]
+
+        quiet = window_cpu(pid, a.window)
+        for run in runs:
+            nomad.rig.check("stats_start", instance=nomad.instance, task_id=run.task_id,
+                            interval_s=1.0, stream=f"stats:{run.task_id}")
+        time.sleep(2)                                  # streams settle into their interval
+        serving = window_cpu(pid, a.window)
+        got = [len(nomad.rig.check("stream_poll", instance=nomad.instance,
+                                   stream=f"stats:{r.task_id}", min_count=0,
+                                   wait_s=0)["messages"]) for r in runs]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(nomad.destroy, runs))
+
+    per_task_plugin = (busy_rss - idle_rss) / max(a.tasks, 1)
+    rows = [
+        ("StartTask->running, cached image (median)", f"{start['xc_ms']:.0f} ms",
+         f"zfs clone + runc run -d: {start['bare_ms']:.0f} ms",
+         f"{start['xc_ms'] / start['bare_ms']:.2f}x", "<= 1.5x"),
+        (f"plugin RSS with {a.tasks} running tasks", f"{busy_rss / 1024:.1f} MiB",
+         f"same plugin idle: {idle_rss / 1024:.1f} MiB", f"{busy_rss / idle_rss:.2f}x",
+         f"+{per_task_plugin:.0f} KiB/task"),
+        ("per-task process outside the task (supervisor)",
+         f"RSS {statistics.median(sup_rss) if sup_rss else 0:.0f} KiB, "
+         f"PSS {statistics.median(sup_pss) if sup_pss else 0:.0f} KiB",
+         f"bare runc -d: no process ({len(sups)} supervisors for {a.tasks} tasks)", "", ""),
+        (f"plugin CPU, TaskStats at 1 s for {a.tasks} tasks", f"{serving:.2f}% of a core",
+         f"streams closed: {quiet:.2f}%", f"+{serving - quiet:.2f} points", "< 5%"),
+    ]
+    print(f"\n$ {command}")
+    print(f"tasks={a.tasks} starts={a.starts} window={a.window:.0f}s; "
+          f"stats samples per task in the window: min {min(got) if got else 0}, "
+          f"max {max(got) if got else 0}\n")
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    head = ("measure", "xc", "baseline (same run)", "ratio", "goal")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    for r in (head, tuple("-" * w for w in widths), *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
