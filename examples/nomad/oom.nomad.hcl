@@ -1,7 +1,8 @@
 # A job whose task outgrows its memory limit: the kernel (rctl on FreeBSD, the memory cgroup on
 # Linux) kills it and Nomad reports "OOM Killed" in the task's events.
 #   nomad job run examples/nomad/oom.nomad.hcl
-#   nomad alloc status -job hog        # Terminated: Exit Code: 137, Signal: 9, OOM Killed: true
+#   nomad job status hog               # lists the alloc id
+#   nomad alloc status <alloc id>      # the Terminated event says "OOM Killed: true"
 job "hog" {
   datacenters = ["*"]
   type        = "batch"
