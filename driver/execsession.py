@@ -16,13 +16,13 @@ import errno
 import os
 import signal
 import subprocess
-import tty
+import tty as tty_mod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from driver.errors import BadRequest, TaskConflict
-from jails import InteractiveExec
+from jails import InteractiveExec, Runtime
 from jails.errors import NotRunning
 
 if TYPE_CHECKING:
@@ -198,10 +198,6 @@ class ExecSession:
         self.tty = ie.tty
         if ie.tty:
             assert ie.master_fd is not None
-            # Our pty is the exec helper's (runc's) own terminal, and it switches it to raw mode
-            # only once it runs: input written before would be echoed back and a VEOF eaten by our
-            # side's line discipline. Raw from the start, bytes reach the task's terminal as sent.
-            tty.setraw(ie.master_fd)
             self._in_fd: int | None = ie.master_fd
             self._outs: list[tuple[Stream, int]] = [("stdout", ie.master_fd)]
         else:
@@ -413,11 +409,27 @@ async def run_to_completion(
     return ExecOutcome(code, bytes(captured["stdout"]), bytes(captured["stderr"]))
 
 
+# Backends whose exec helper sits between our pty and the task's own terminal (runc exec --tty
+# copies between them). Elsewhere (jexec) our pty IS the task's terminal and stays cooked.
+PROXYING_BACKENDS = frozenset({"linux"})
+
+
 def exec_start(
-    runtime_exec: Callable[..., InteractiveExec], name: str, argv: Sequence[str], *, tty: bool
+    runtime: Runtime, name: str, argv: Sequence[str], *, tty: bool
 ) -> Callable[[], InteractiveExec]:
-    """The ``start`` callable for a task: ``runtime.exec_interactive`` bound to its arguments."""
-    return lambda: runtime_exec(name, list(argv), tty=tty)
+    """The ``start`` callable for ``runtime.exec_interactive`` (blocking: run it in a thread)."""
+
+    def start() -> InteractiveExec:
+        ie = runtime.exec_interactive(name, list(argv), tty=tty)
+        if ie.master_fd is not None and runtime.backend in PROXYING_BACKENDS:
+            # Our pty is runc's own terminal; runc makes it raw only once it runs, so input sent
+            # before would be echoed back and a VEOF (stdin close) eaten by our side. Raw at once,
+            # bytes reach the task's terminal, which does the line editing, as sent.
+            with contextlib.suppress(OSError):
+                tty_mod.setraw(ie.master_fd)
+        return ie
+
+    return start
 
 
 async def pump_inputs(
@@ -437,7 +449,7 @@ def _starter(
     driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool
 ) -> Callable[[], InteractiveExec]:
     name = driver.task(task_id).name
-    start = exec_start(driver.runtime.exec_interactive, name, argv, tty=tty)
+    start = exec_start(driver.runtime, name, argv, tty=tty)
 
     def checked() -> InteractiveExec:
         try:

@@ -78,7 +78,7 @@ class Client:
 
 
 async def _open(rt: Runtime, task: str, argv: list[str], tty: bool) -> ExecSession:
-    return await ExecSession.open(exec_start(rt.exec_interactive, task, argv, tty=tty))
+    return await ExecSession.open(exec_start(rt, task, argv, tty=tty))
 
 
 def _run(coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
@@ -96,7 +96,10 @@ async def _collect_until(
         while needle not in _text(outs, "stdout"):
             outs.append(await anext(it))
 
-    await asyncio.wait_for(go(), timeout)
+    try:
+        await asyncio.wait_for(go(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no {needle!r} in {outs!r}") from None
 
 
 def _ps(rt: Runtime, task: str) -> str:
@@ -109,8 +112,11 @@ def test_tty_shell_session(rt: Runtime, task: str) -> None:
         session = await _open(rt, task, ["/bin/sh"], tty=True)
         outs: list[ExecOutput] = []
         it = session.run(c.messages())
+        c.send(Resize(width=91, height=33))  # as Nomad's CLI does, right after setup
         c.send()  # heartbeat
-        c.send(Resize(width=91, height=33))
+        # A user types once the prompt is there (runc may still be setting the terminal up
+        # before: the shell's first `stty size` can then fail).
+        await _collect_until(it, outs, b"# ")
         c.send(StdinData(b"echo hello-$((6*7)) $TASK_VAR; stty size\n"))
         await _collect_until(it, outs, b"33 91")
         c.send()
@@ -233,7 +239,7 @@ def test_first_message_must_be_setup() -> None:
 
 
 def test_run_to_completion_captures_output(rt: Runtime, task: str) -> None:
-    start = exec_start(rt.exec_interactive, task,
+    start = exec_start(rt, task,
                        ["/bin/sh", "-c", "echo ok; echo warn >&2; cat; exit 2"], tty=False)
     outcome = _run(run_to_completion(start, 10))
     assert (outcome.exit_code, outcome.stdout, outcome.stderr, outcome.timed_out) == (
@@ -242,7 +248,7 @@ def test_run_to_completion_captures_output(rt: Runtime, task: str) -> None:
 
 def test_run_to_completion_timeout_kills(rt: Runtime, task: str) -> None:
     marker = f"{5000 + next(_N)}.5"
-    start = exec_start(rt.exec_interactive, task,
+    start = exec_start(rt, task,
                        ["/bin/sh", "-c", f"echo partial; exec sleep {marker}"], tty=False)
     outcome = _run(run_to_completion(start, 0.8))
     assert outcome.timed_out

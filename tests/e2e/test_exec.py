@@ -99,6 +99,7 @@ def test_tty_session_runs_a_shell_and_reports_its_exit_code(nomad: Nomad,
     ex = ExecStream(nomad, sleeper.task_id, ["/bin/sh"], tty=True)
     ex.send({"tty_size": {"height": 40, "width": 120}})
     ex.send({})  # the API's heartbeat
+    ex.until_output(b"# ")  # the prompt: a user types once it is there
     ex.stdin(b"echo hello-$((6*7)) $NOMAD_TASK_NAME\n")
     ex.until_output(b"hello-42 " + sleeper.name.encode())
     ex.send({})
