@@ -459,9 +459,22 @@ class XcDriver:
         record = self._load_state(state.name)
         if record is not None and record.task_id != state.task_id:
             return  # a newer incarnation of this alloc's task owns the jail now
-        self.runtime.destroy(state.name)
+        self._destroy_jail(state.name)
         self.store.destroy_rootfs(state.rootfs_key)
         self._forget_state(state.name)
+
+    def _destroy_jail(self, name: str) -> None:
+        rt = self.runtime
+        try:
+            rt.destroy(name)
+        except OSError as exc:
+            # The jail is gone but removing its retired state dir raced a late write into it
+            # (seen under load); that dir is garbage now, which the runtime's sweep removes.
+            log.warning("retrying the removal of a task's state dir",
+                        extra={"jail": name, "error": str(exc)})
+            time.sleep(0.2)
+            rt.destroy(name)
+            rt.sweep_garbage()
 
     # ---- InspectTask ---
 
