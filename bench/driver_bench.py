@@ -201,6 +201,57 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_phases(nomad: Nomad, starts: int) -> dict[str, float]:
+    """The backend steps of one start, called in-process (no gRPC, no rig): where the time of
+    StartTask goes. Another store instance on the plugin's dataset and mount root (stores
+    share them across processes), its own runtime state."""
+    import jails
+    import zfsimage
+    from jails import JailSpec
+    from tests.fixtures.sweep import test_name
+
+    work = Path(tempfile.mkdtemp(prefix=f"xctest-{os.getpid()}-phases-"))
+    out: dict[str, list[float]] = {k: [] for k in (
+        "ensure_image (tag HEAD)", "ensure_image (local only)", "clone_rootfs", "runtime.start")}
+    opts = zfsimage.RegistryOptions(insecure_registries=(nomad.registry.host,))
+    stores = {
+        "ensure_image (tag HEAD)": zfsimage.ImageStore(zfsimage.StoreConfig(
+            dataset=nomad.dataset, mount_root=nomad.state_dir / "images", registry=opts)),
+        "ensure_image (local only)": zfsimage.ImageStore(zfsimage.StoreConfig(
+            dataset=nomad.dataset, mount_root=nomad.state_dir / "images", registry=opts,
+            revalidate_tags=False)),
+    }
+    store = stores["ensure_image (tag HEAD)"]
+    rt = jails.open_runtime("linux", work / "jails", cgroup_parent=cgroup_parent())
+    try:
+        for i in range(starts):
+            for key, st in stores.items():
+                t0 = time.perf_counter()
+                image = st.ensure_image(nomad.image)
+                out[key].append(time.perf_counter() - t0)
+            name = test_name(f"phase{i}")
+            t0 = time.perf_counter()
+            rootfs = store.clone_rootfs(image, name)
+            out["clone_rootfs"].append(time.perf_counter() - t0)
+            spec = JailSpec(name=name, rootfs=rootfs, argv=("/bin/sleep", "3600"),
+                            stdout_path=work / "log", stderr_path=work / "log")
+            t0 = time.perf_counter()
+            rt.start(spec)
+            out["runtime.start"].append(time.perf_counter() - t0)
+            rt.destroy(name)
+            store.destroy_rootfs(name)
+    finally:
+        for name in rt.names():
+            with contextlib.suppress(Exception):
+                rt.destroy(name)
+        mounts = Path("/proc/mounts").read_text().splitlines()
+        for m in sorted((line.split()[1] for line in mounts
+                         if line.split()[1].startswith(str(work))), reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+
+
 def start_many(nomad: Nomad, n: int) -> list[TaskRun]:
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         return [r for r, _ in pool.map(lambda _: start_task(nomad), range(n))]
@@ -224,6 +275,7 @@ def main() -> int:
     command = "python bench/driver_bench.py " + shlex.join(sys.argv[1:])
     with environment() as (nomad, pid):
         start = bench_start(nomad, a.starts)
+        phases = bench_phases(nomad, a.starts)
 
         idle_rss = rss_kib(pid)
         runs = start_many(nomad, a.tasks)
@@ -262,6 +314,8 @@ def main() -> int:
         (f"plugin CPU, TaskStats at 1 s for {a.tasks} tasks", f"{serving:.2f}% of a core",
          f"streams closed: {quiet:.2f}%", f"+{serving - quiet:.2f} points", "< 5%"),
     ]
+    rows[1:1] = [(f"  in-process {k} (median)", f"{v:.0f} ms", "", "", "")
+                 for k, v in phases.items()]
     print(f"\n$ {command}")
     print(f"tasks={a.tasks} starts={a.starts} window={a.window:.0f}s; "
           f"stats samples per task in the window: min {min(got) if got else 0}, "

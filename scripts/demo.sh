@@ -53,6 +53,8 @@ cleanup() {
   say "tearing down"
   if [ -n "$NOMAD_PID" ]; then
     nomad job stop -purge -yes hello >/dev/null 2>&1
+    nomad system gc >/dev/null 2>&1        # terminal allocs: DestroyTask now, not at agent GC
+    sleep 2
     stop_pid "$NOMAD_PID" "nomad agent" 30
   fi
   # Containers a crashed run could have left (normally DestroyTask removed them).
