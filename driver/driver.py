@@ -29,7 +29,7 @@ from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.events import EventBus, TaskEvent
 from driver.state import DriverState, StateError
-from driver.taskspec import ImageDefaults, Node, NomadTask, compose
+from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
 from jails.errors import JailError, NotRunning, SpecError
 from zfsimage.errors import AuthError, ImageError
@@ -298,6 +298,11 @@ class XcDriver:
                 stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path)
             undo.append(lambda: self._forget_state(name))
             self._save_state(state)
+            for m in spec.mounts:
+                # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
+                # task owns: create it like docker does for a missing bind source.
+                if str(m.source).startswith(nomad.task_dir.rstrip("/") + "/"):
+                    m.source.mkdir(parents=True, exist_ok=True)
             handle = rt.start(spec)
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
@@ -309,7 +314,8 @@ class XcDriver:
             if isinstance(exc, ConfigError | StartFailed):
                 raise
             if isinstance(exc, SpecError):
-                raise ConfigError("config", str(exc), "fix the task config") from exc
+                raise ConfigError(spec_field(exc.field), exc.message,
+                                  "fix the task config") from exc
             if isinstance(exc, ImageError):
                 raise StartFailed(f"image {cfg.image}: {exc}", exc.transient) from exc
             if isinstance(exc, JailError):
@@ -495,7 +501,7 @@ class XcDriver:
                            f"not {task_id!r}")
         if state.task_id in self._tasks:
             return self._tasks[state.task_id]
-        rt = self.runtime
+        rt = await self._run(lambda: self.runtime)  # the first use opens it: runs commands
 
         def look() -> tuple[str, ExitStatus | None]:
             status = rt.status(state.name)

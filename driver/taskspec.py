@@ -222,8 +222,13 @@ def compose(
             jail_params=tuple(task.jail_params.items()),
         )
     except SpecError as exc:
-        raise ConfigError(_FIELD_OF.get(exc.field, exc.field), exc.message,
+        raise ConfigError(spec_field(exc.field), exc.message,
                           "fix the task config or the image") from exc
+
+
+def spec_field(field: str) -> str:
+    """The task config field a JailSpec field comes from, for error messages."""
+    return _FIELD_OF.get(field, field)
 
 
 _FIELD_OF = {

@@ -94,6 +94,27 @@ def test_work_dir_and_entrypoint_override(nomad: Nomad) -> None:
     finish(nomad, run)
 
 
+def test_volumes_volume_mounts_task_dir_mounts_and_limits(nomad: Nomad) -> None:
+    shared = nomad.volume_root / "shared"
+    ro = nomad.volume_root / "ro"
+    for d in (shared, ro):
+        d.mkdir(exist_ok=True)
+    (ro / "seed").write_text("seed\n")
+    script = ("echo from-task > /data/out; cat /ro/seed; "
+              "touch /ro/nope 2>/dev/null && echo ro-writable || echo ro-readonly; "
+              "echo local > /scratch/f; ulimit -n")
+    run = nomad.start(
+        sh(script) + f'\nvolumes = ["{shared}:/data"]\n'
+        'mount {\n source = "local/scratch"\n target = "/scratch"\n}\nopenfiles = 256',
+        volume_mounts=[{"host_path": str(ro), "task_path": "/ro", "read_only": True}])
+    res = nomad.wait(run)
+    assert res["result"]["exit_code"] == 0, run.stderr()
+    nomad.wait_for(lambda: run.stdout() == "seed\nro-readonly\n256\n", what="the output")
+    assert (shared / "out").read_text() == "from-task\n"
+    assert (run.task_dir / "local" / "scratch" / "f").read_text() == "local\n"
+    finish(nomad, run)
+
+
 def test_exit_code_is_reported_and_wait_is_repeatable(nomad: Nomad) -> None:
     run = nomad.start(sh("exit 3"))
     results: list[dict[str, object]] = []
