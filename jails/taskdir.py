@@ -257,6 +257,19 @@ class TaskDirs:
         return out
 
 
-def remove_tree(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
+def remove_tree(path: Path, attempts: int = 20) -> None:
+    """rmtree that tolerates a writer finishing inside the tree while it is being removed.
+
+    A retired task dir can still get a last file (runc's log, a supervisor's tmp file) from a
+    process that is exiting at that moment; rmtree then fails with ENOTEMPTY. Retry briefly.
+    """
+    for i in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or i == attempts - 1:
+                raise
+            time.sleep(0.02)
