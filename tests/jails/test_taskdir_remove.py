@@ -11,7 +11,9 @@ import pytest
 from jails.taskdir import remove_tree
 
 
-def test_remove_tree_survives_a_late_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remove_tree_survives_a_late_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = tmp_path / ".del-task"
     (tree / "sub").mkdir(parents=True)
     (tree / "sub" / "runc.log").write_text("x")
