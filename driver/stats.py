@@ -185,24 +185,31 @@ class CpuTracker:
         if PERCENT in measured and self.topo is not None:
             ticks = self.topo.ticks(percent)
             measured.append(TOTAL_TICKS)
-        return CpuStats(percent, user, system, ticks, measured=_in_order(measured, CPU_FIELDS))
+        return CpuStats(percent, user, system, ticks, measured=_cpu_order(tuple(measured)))
 
 
 def _pct(delta_ns: int, wall_ns: int) -> float:
     return max(100.0 * delta_ns / wall_ns, 0.0)
 
 
-def _in_order(names: list[str], order: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(n for n in order if n in names)
+# A backend names the same few field sets sample after sample: map each set once.
+@functools.cache
+def _cpu_order(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n for n in CPU_FIELDS if n in names)
+
+
+@functools.cache
+def _memory_measured(ours: tuple[str, ...]) -> tuple[str, ...]:
+    names = {nomad for nomad, field in _MEMORY_SOURCES if field in ours}
+    return tuple(n for n in MEMORY_FIELDS if n in names)
 
 
 def memory_stats(u: Usage) -> MemoryStats:
-    measured = [nomad for nomad, ours in _MEMORY_SOURCES if ours in u.measured]
     return MemoryStats(
         rss=u.memory_rss_bytes,
         usage=u.memory_usage_bytes,
         max_usage=u.memory_max_usage_bytes,
-        measured=_in_order(measured, MEMORY_FIELDS),
+        measured=_memory_measured(u.measured),
     )
 
 
@@ -217,6 +224,7 @@ class Sampler:
         self._pending: dict[str, list[asyncio.Future[Usage]]] = {}
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._sleepers: dict[float, list[asyncio.Future[None]]] = {}
 
     @property
     def derive_cpu_percent(self) -> bool:
@@ -230,6 +238,23 @@ class Sampler:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await fut
+
+    def wake_at(self, when: float) -> asyncio.Future[None]:
+        """A future resolved at loop time ``when``; the streams sleeping until one grid point
+        share one timer."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        sleepers = self._sleepers.get(when)
+        if sleepers is None:
+            sleepers = self._sleepers[when] = []
+            loop.call_at(when, self._wake, when)
+        sleepers.append(fut)
+        return fut
+
+    def _wake(self, when: float) -> None:
+        for fut in self._sleepers.pop(when, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     async def started_at_ns(self, name: str) -> int | None:
         try:
@@ -296,6 +321,13 @@ async def stream(
     interval = interval_or_default(interval_s)
     loop = asyncio.get_running_loop()
     done = asyncio.ensure_future(exited())
+    sleeping: asyncio.Future[None] | None = None
+
+    def wake_on_exit(_: object) -> None:
+        if sleeping is not None and not sleeping.done():
+            sleeping.set_result(None)
+
+    done.add_done_callback(wake_on_exit)
     try:
         since = since_ns if since_ns is not None else await sampler.started_at_ns(name)
         tracker = CpuTracker(topo, derive=sampler.derive_cpu_percent, since_ns=since)
@@ -307,9 +339,10 @@ async def stream(
                 return
             last = loop.time()
             yield TaskStatsSample(usage.timestamp_ns, tracker.update(usage), memory_stats(usage))
-            delay = next_tick(loop.time(), last, interval) - loop.time()
-            if delay > 0:
-                await asyncio.wait([done], timeout=delay)
+            when = next_tick(loop.time(), last, interval)
+            if when > loop.time() and not done.done():
+                sleeping = sampler.wake_at(when)
+                await sleeping
     finally:
         done.cancel()
 
