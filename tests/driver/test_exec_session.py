@@ -272,3 +272,16 @@ def test_exec_in_exited_task_fails_clearly(
             _run(_open(rt, spec.name, ["/bin/sh"], tty=True))
     finally:
         rt.destroy(spec.name)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_missing_program_is_reported_to_the_user(rt: Runtime, task: str, tty: bool) -> None:
+    async def main() -> list[ExecOutput]:
+        session = await _open(rt, task, ["/no/such/program"], tty=tty)
+        return [o async for o in session.run(Client().messages())]
+
+    outs = _run(main())
+    said = _text(outs, "stdout" if tty else "stderr")
+    assert b"/no/such/program" in said and b"no such file" in said
+    last = outs[-1]
+    assert isinstance(last, Exited) and last.exit_code != 0
