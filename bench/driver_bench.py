@@ -253,8 +253,17 @@ def bench_phases(nomad: Nomad, starts: int) -> dict[str, float]:
 
 
 def start_many(nomad: Nomad, n: int) -> list[TaskRun]:
+    done: list[TaskRun] = []
+
+    def one(_: int) -> TaskRun:
+        run, _dt = start_task(nomad)
+        done.append(run)
+        if len(done) % 10 == 0:
+            print(f"  {len(done)}/{n} tasks running", file=sys.stderr, flush=True)
+        return run
+
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        return [r for r, _ in pool.map(lambda _: start_task(nomad), range(n))]
+        return list(pool.map(one, range(n)))
 
 
 def window_cpu(pid: int, seconds: float) -> float:
@@ -274,8 +283,10 @@ def main() -> int:
         a.tasks, a.starts, a.window = 10, 5, 5.0
     command = "python bench/driver_bench.py " + shlex.join(sys.argv[1:])
     with environment() as (nomad, pid):
+        print("start latency...", file=sys.stderr, flush=True)
         start = bench_start(nomad, a.starts)
         phases = bench_phases(nomad, a.starts)
+        print(f"starting {a.tasks} tasks...", file=sys.stderr, flush=True)
 
         idle_rss = rss_kib(pid)
         runs = start_many(nomad, a.tasks)

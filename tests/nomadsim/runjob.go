@@ -348,6 +348,10 @@ func (j *jobRun) fail(format string, a ...any) int {
 
 func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string,
 	runFor, timeout, statsEvery time.Duration, keepAlloc bool) int {
+	// From here on Ctrl-C stops the task (once started) instead of orphaning the plugin.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	// Plugin start-up, as the agent's driver manager does it.
 	if _, err := j.call("launch", map[string]any{"argv": append([]string{pluginPath}, pb.Args...), "with_driver": true}); err != nil {
 		return j.fail("launching plugin %s: %v", pluginPath, err)
@@ -474,9 +478,6 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 			"timeout_s": (timeout + runFor + time.Hour).Seconds()})
 		waitCh <- waited{r, err}
 	}()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	limit := timeout
 	if jt.JobType == "service" {
 		limit = runFor
