@@ -450,7 +450,16 @@ func setConfig(ctx context.Context, inst *Instance, req request) (response, erro
 	r := &base.SetConfigRequest{MsgpackConfig: packed, PluginApiVersion: apiVersion}
 	// The driver manager's dispense carries nomad_config; the agent-start validation does not.
 	if with, _ := param(req, "nomad_config", true); with {
-		r.NomadConfig = &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMaxPort: 14512, ClientMinPort: 14000}}
+		// Nomad >= 1.7 sends the node's topology; the rig's node has `cores` x `core_mhz`
+		// (default 2 x 1000 MHz, the total the task runner's PercentTicks assume).
+		cores, _ := param(req, "cores", 2)
+		mhz, _ := param(req, "core_mhz", uint64(1000))
+		topo := &base.ClientTopology{}
+		for i := 0; i < cores; i++ {
+			topo.Cores = append(topo.Cores, &base.ClientTopologyCore{CoreId: uint32(i), BaseSpeed: mhz})
+		}
+		r.NomadConfig = &base.NomadConfig{Driver: &base.NomadDriverConfig{ClientMaxPort: 14512,
+			ClientMinPort: 14000, Topology: topo}}
 	}
 	if _, err := inst.Base.SetConfig(ctx, r); err != nil {
 		return nil, rpcFailure("SetConfig", err)
