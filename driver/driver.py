@@ -287,17 +287,19 @@ class XcDriver:
             predicted = store.mount_root / "tasks" / name
             spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
                            nomad=nomad, plugin=self.config, node=self._node())
-            undo.append(lambda: store.destroy_rootfs(name))
-            rootfs = store.clone_rootfs(image, name)
-            if rootfs != spec.rootfs:
-                spec = dataclasses.replace(spec, rootfs=rootfs)
             state = DriverState(
                 task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
                 started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
                 stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path)
+            # The record goes first: whenever a clone or jail of this name may exist, a record
+            # says whose it is (what _clear_previous and destroy of a lost handle rely on).
             undo.append(lambda: self._forget_state(name))
             self._save_state(state)
+            undo.append(lambda: store.destroy_rootfs(name))
+            rootfs = store.clone_rootfs(image, name)
+            if rootfs != spec.rootfs:
+                spec = dataclasses.replace(spec, rootfs=rootfs)
             for m in spec.mounts:
                 # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
                 # task owns: create it like docker does for a missing bind source.
@@ -329,10 +331,13 @@ class XcDriver:
         live one this plugin knows, so a jail still running here is an orphan (a start whose
         caller went away, a handle Nomad dropped): it goes too."""
         rt = self.runtime
+        recorded = self._state_path(name).exists()
         if rt.exists(name):
             log.warning("removing a previous incarnation of the task",
                         extra={"jail": name, "status": rt.status(name)})
             rt.destroy(name)
+        elif not recorded:
+            return  # no record, no jail: no clone either (the record is written first)
         self.store.destroy_rootfs(name)
         self._forget_state(name)
 
