@@ -16,7 +16,6 @@ import errno
 import os
 import signal
 import subprocess
-import tty as tty_mod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -409,27 +408,12 @@ async def run_to_completion(
     return ExecOutcome(code, bytes(captured["stdout"]), bytes(captured["stderr"]))
 
 
-# Backends whose exec helper sits between our pty and the task's own terminal (runc exec --tty
-# copies between them). Elsewhere (jexec) our pty IS the task's terminal and stays cooked.
-PROXYING_BACKENDS = frozenset({"linux"})
-
-
 def exec_start(
     runtime: Runtime, name: str, argv: Sequence[str], *, tty: bool
 ) -> Callable[[], InteractiveExec]:
     """The ``start`` callable for ``runtime.exec_interactive`` (blocking: run it in a thread)."""
 
-    def start() -> InteractiveExec:
-        ie = runtime.exec_interactive(name, list(argv), tty=tty)
-        if ie.master_fd is not None and runtime.backend in PROXYING_BACKENDS:
-            # Our pty is runc's own terminal; runc makes it raw only once it runs, so input sent
-            # before would be echoed back and a VEOF (stdin close) eaten by our side. Raw at once,
-            # bytes reach the task's terminal, which does the line editing, as sent.
-            with contextlib.suppress(OSError):
-                tty_mod.setraw(ie.master_fd)
-        return ie
-
-    return start
+    return lambda: runtime.exec_interactive(name, list(argv), tty=tty)
 
 
 async def pump_inputs(

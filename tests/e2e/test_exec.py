@@ -66,11 +66,8 @@ class ExecStream:
             assert time.monotonic() < deadline, f"no {needle!r} in the exec output"
 
     def disconnect(self) -> None:
-        """The user goes away: the rig cancels the call's context. (Re-opening a stream under
-        the same name cancels the previous one, exactly as a context cancel does.)"""
-        self.nomad.rig.check("exec_stream_start", instance=self.nomad.instance, stream=self.name,
-                             request={"setup": {"task_id": self.task_id,
-                                                "command": ["/bin/true"]}})
+        """The user goes away: the rig cancels the call's context."""
+        self.nomad.rig.check("stream_cancel", instance=self.nomad.instance, stream=self.name)
 
 
 def output(messages: list[dict[str, Any]], stream: str) -> bytes:
