@@ -98,3 +98,25 @@ def test_stats_for_an_unknown_task_fail(nomad: Nomad) -> None:
     nomad.rig.call("stats_start", instance=nomad.instance, task_id="no/such/task", stream=name)
     reply = until_ended(nomad, name, 10)
     assert "NotFound" in reply["end_error"] and "no/such/task" in reply["end_error"]
+
+
+def test_many_streams_leave_other_calls_served(nomad: Nomad) -> None:
+    runs = [nomad.start('command = "/bin/sleep"\nargs = ["600"]') for _ in range(3)]
+    try:
+        streams = [stats_stream(nomad, runs[i % 3], 0.05) for i in range(24)]
+        for s in streams:
+            assert poll(nomad, s, 2)["messages"]
+        for run in runs:  # lifecycle and exec calls go through while the streams run
+            assert nomad.inspect(run)["task"]["state"] == "RUNNING"
+            reply = nomad.rpc("ExecTask", {"task_id": run.task_id, "command": ["/bin/true"],
+                                           "timeout": "10s"}, timeout=30)
+            assert reply["ok"] and reply["response"]["result"]["exit_code"] == 0, reply
+        counts = [len(poll(nomad, s, 0, 0)["messages"]) for s in streams]
+        time.sleep(0.5)
+        later = [len(poll(nomad, s, 0, 0)["messages"]) for s in streams]
+        assert all(b > a for a, b in zip(counts, later, strict=True))  # every stream still flows
+        for s in streams:
+            nomad.rig.check("stream_cancel", instance=nomad.instance, stream=s)
+    finally:
+        for run in runs:
+            nomad.destroy(run)
