@@ -27,7 +27,6 @@ from driver.install import install
 from tests.fixtures.nomad import _cleanup, _remove_cgroups
 from tests.fixtures.runc import runc_usable
 from tests.fixtures.sweep import test_name
-from tests.nomadsim.client import build_rig
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -96,15 +95,11 @@ class Examples:
 
 
 @pytest.fixture(scope="module")
-def examples(zpool: Any, registry: Any, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Examples]:
+def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Examples]:
     reason = runc_usable()
     if reason:
         pytest.skip(reason)
-    try:
-        rig = build_rig(tmp_path_factory.mktemp("nomadsim-bin"))
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    rig = nomad_rig_binary       # the session's build of the rig (tests/fixtures/nomad.py)
     _demo_image_module().push_demo(registry.host)
     # "-nomad" last: the nomad fixture module's sweep removes this dir and its cgroups if this
     # session dies before its teardown.
