@@ -132,6 +132,22 @@ def test_exit_code_is_reported_and_wait_is_repeatable(nomad: Nomad) -> None:
     finish(nomad, run)
 
 
+def test_wait_task_is_cancellable_and_others_keep_waiting(nomad: Nomad) -> None:
+    run = nomad.start(sh("echo ready; while :; do sleep 0.1; done"), kill_signal="SIGKILL")
+    nomad.wait_for(lambda: "ready" in run.stdout(), what="the task to start")
+    results: list[dict[str, object]] = []
+    long = threading.Thread(target=lambda: results.append(nomad.wait(run, timeout=60)))
+    long.start()
+    # A caller that gives up (Nomad cancelling its context) gets its own error ...
+    short = nomad.rpc("WaitTask", {"task_id": run.task_id}, timeout=0.5)
+    assert short["code"] == "DeadlineExceeded"
+    assert long.is_alive()  # ... and the other waiter is still waiting
+    assert nomad.stop(run)["wait"]["result"]["signal"] == 9
+    long.join(30)
+    assert results and results[0]["result"]["signal"] == 9  # type: ignore[index]
+    finish(nomad, run)
+
+
 def test_signal_task_delivers_and_kill_is_reported_as_a_signal(nomad: Nomad) -> None:
     trap = nomad.start(sh("trap 'echo got usr1; exit 7' USR1; echo ready; "
                           "while :; do sleep 0.1; done"))
