@@ -28,7 +28,7 @@ import zfsimage
 from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.events import EventBus, TaskEvent
-from driver.state import DriverState, StateError
+from driver.state import DriverState, Resources, StateError
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
 from jails.errors import JailError, NotRunning, SpecError
@@ -76,7 +76,7 @@ class TaskEntry:
         return self.state.task_name
 
     @property
-    def resources(self) -> Any:
+    def resources(self) -> Resources:
         return self.state.resources
 
     @property
