@@ -409,11 +409,12 @@ async def run_to_completion(
 
 
 def exec_start(
-    runtime: Runtime, name: str, argv: Sequence[str], *, tty: bool
+    runtime: Runtime, name: str, argv: Sequence[str], *, tty: bool,
+    size: tuple[int, int] | None = None,
 ) -> Callable[[], InteractiveExec]:
-    """The ``start`` callable for ``runtime.exec_interactive`` (blocking: run it in a thread)."""
-
-    return lambda: runtime.exec_interactive(name, list(argv), tty=tty)
+    """The ``start`` callable for ``runtime.exec_interactive`` (blocking: run it in a thread).
+    ``size``: (cols, rows) of the terminal from the start."""
+    return lambda: runtime.exec_interactive(name, list(argv), tty=tty, size=size)
 
 
 async def pump_inputs(
@@ -430,10 +431,11 @@ async def pump_inputs(
 
 
 def _starter(
-    driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool
+    driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool,
+    size: tuple[int, int] | None = None,
 ) -> Callable[[], InteractiveExec]:
     name = driver.task(task_id).name
-    start = exec_start(driver.runtime, name, argv, tty=tty)
+    start = exec_start(driver.runtime, name, argv, tty=tty, size=size)
 
     def checked() -> InteractiveExec:
         try:
@@ -452,7 +454,12 @@ async def serve_stream(
     """A whole ``nomad alloc exec`` session: setup first, then the command's output, ``Exited``
     last. Raises ExecProtocolError, TaskNotFound or TaskConflict before any output."""
     setup, rest = await first_setup(messages)
-    session = await ExecSession.open(_starter(driver, setup.task_id, setup.command, setup.tty))
+    # A size sent along with the setup applies from the start (no resize after the fact).
+    sizes = [(m.width, m.height) for m in rest if isinstance(m, Resize) and m.width > 0
+             and m.height > 0]
+    size = sizes[-1] if setup.tty and sizes else None
+    session = await ExecSession.open(
+        _starter(driver, setup.task_id, setup.command, setup.tty, size))
     try:
         async for out in session.run(pump_inputs(messages, rest)):
             yield out

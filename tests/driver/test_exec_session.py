@@ -285,3 +285,20 @@ def test_missing_program_is_reported_to_the_user(rt: Runtime, task: str, tty: bo
     assert b"/no/such/program" in said and b"no such file" in said
     last = outs[-1]
     assert isinstance(last, Exited) and last.exit_code != 0
+
+
+def test_terminal_size_from_the_start(rt: Runtime, task: str) -> None:
+    async def main() -> list[ExecOutput]:
+        c = Client()
+        session = await ExecSession.open(exec_start(rt, task, ["/bin/sh"], tty=True,
+                                                    size=(132, 50)))
+        outs: list[ExecOutput] = []
+        it = session.run(c.messages())
+        await _collect_until(it, outs, b"# ")
+        c.send(StdinData(b"stty size; exit\n"))
+        outs += [o async for o in it]
+        return outs
+
+    outs = _run(main())
+    assert b"50 132" in _text(outs, "stdout")
+    assert outs[-1] == Exited(0)

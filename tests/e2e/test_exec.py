@@ -29,13 +29,14 @@ def sleeper(nomad: Nomad) -> Iterator[TaskRun]:
 class ExecStream:
     """One ExecTaskStreaming call as Nomad's client makes it, driven through the rig."""
 
-    def __init__(self, nomad: Nomad, task_id: str, command: list[str], tty: bool) -> None:
+    def __init__(self, nomad: Nomad, task_id: str, command: list[str], tty: bool,
+                 **first: Any) -> None:
         self.nomad = nomad
         self.name = f"exec{next(_N)}"
         self.task_id = task_id
         self.nomad.rig.check("exec_stream_start", instance=nomad.instance, stream=self.name,
                              request={"setup": {"task_id": task_id, "command": command,
-                                                "tty": tty}})
+                                                "tty": tty}, **first})
 
     def send(self, request: dict[str, Any]) -> None:
         self.nomad.rig.check("exec_stream_send", instance=self.nomad.instance, stream=self.name,
@@ -109,6 +110,19 @@ def test_tty_session_runs_a_shell_and_reports_its_exit_code(nomad: Nomad,
     assert output(msgs, "stderr") == b"" and closes(msgs, "stderr") == 0  # a tty merges them
     assert closes(msgs, "stdout") == 1
     assert b"hello-42" in output(msgs, "stdout")
+
+
+def test_tty_size_with_the_setup_and_resized_later(nomad: Nomad, sleeper: TaskRun) -> None:
+    ex = ExecStream(nomad, sleeper.task_id, ["/bin/sh"], tty=True,
+                    tty_size={"height": 50, "width": 132})
+    ex.until_output(b"# ")
+    ex.stdin(b"/bin/busybox stty size\n")
+    ex.until_output(b"50 132")
+    ex.send({"tty_size": {"height": 24, "width": 80}})
+    ex.stdin(b"sleep 0.3; /bin/busybox stty size; exit\n")
+    reply = ex.until_ended()
+    assert b"24 80" in output(reply["messages"], "stdout")
+    assert reply["messages"][-1]["result"]["exit_code"] == 0
 
 
 def test_without_tty_stdout_and_stderr_are_separate_and_stdin_closes(
