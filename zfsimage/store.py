@@ -350,15 +350,21 @@ class ImageStore:
 
     def ensure_image(self, reference: str, auth: RegistryAuth | None = None,
                      platform: Platform | str | None = None,
-                     progress: Callable[[PullProgress], None] | None = None) -> Image:
-        """Make the image available locally (pulling what is missing) and return it."""
+                     progress: Callable[[PullProgress], None] | None = None,
+                     revalidate: bool | None = None) -> Image:
+        """Make the image available locally (pulling what is missing) and return it.
+
+        ``revalidate``: ask the registry whether a locally present tag moved (Nomad's
+        ``force_pull``); ``None`` takes the store's ``revalidate_tags``.
+        """
+        recheck = self.cfg.revalidate_tags if revalidate is None else revalidate
         ref = parse_reference(reference)
         plat = Platform.parse(platform) if isinstance(platform, str) else \
             (platform or self.cfg.platform or Platform.host())
         with self._tlock(f"image:{ref}:{plat}"):
             local = self._find_local(ref, plat)
             if local is not None and self._complete(local):
-                if ref.digest or not self.cfg.revalidate_tags:
+                if ref.digest or not recheck:
                     return _image_from(self._touch(local, str(ref), None), str(ref))
                 try:
                     head = self._client(ref, auth).head_manifest(ref)

@@ -104,7 +104,9 @@ def test_tag_moves_and_offline_fallback(make_store, registry) -> None:
         store = make_store(insecure=[proxy.host])
         assert store.ensure_image(ref).manifest_digest == a.digest
         im.push_image(registry, "e2e/moving", "t", b)
-        img_b = store.ensure_image(ref)
+        # Without revalidation (Nomad's force_pull = false) the local copy of the tag is used.
+        assert store.ensure_image(ref, revalidate=False).manifest_digest == a.digest
+        img_b = store.ensure_image(ref, revalidate=True)
         assert img_b.manifest_digest == b.digest
         refs = {i.manifest_digest: i.references for i in store.list_images()}
         assert refs[a.digest] == () and refs[b.digest] == (ref,)
