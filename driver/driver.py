@@ -161,6 +161,9 @@ class XcDriver:
                     registry=zfsimage.RegistryOptions(
                         insecure_registries=cfg.allow_insecure_registries),
                     gc_delay_s=cfg.gc.image_delay.total_seconds(),
+                    # Like Nomad's docker driver: a tag present locally is used as it is unless
+                    # the task sets force_pull (no registry round trip per start).
+                    revalidate_tags=False,
                 ))
             return self._store
 
@@ -256,12 +259,12 @@ class XcDriver:
             platform = cfg.platform or self.config.platform or None
             try:
                 return self.store.ensure_image(cfg.image, auth=auth, platform=platform,
-                                               progress=progress)
+                                               progress=progress, revalidate=cfg.force_pull)
             except AuthError:
                 if not (cfg.auth_soft_fail and auth is not None):
                     raise
                 return self.store.ensure_image(cfg.image, auth=None, platform=platform,
-                                               progress=progress)
+                                               progress=progress, revalidate=cfg.force_pull)
 
         timeout = cfg.image_pull_timeout.total_seconds()
         try:
@@ -475,17 +478,7 @@ class XcDriver:
         self._forget_state(state.name)
 
     def _destroy_jail(self, name: str) -> None:
-        rt = self.runtime
-        try:
-            rt.destroy(name)
-        except OSError as exc:
-            # The jail is gone but removing its retired state dir raced a late write into it
-            # (seen under load); that dir is garbage now, which the runtime's sweep removes.
-            log.warning("retrying the removal of a task's state dir",
-                        extra={"jail": name, "error": str(exc)})
-            time.sleep(0.2)
-            rt.destroy(name)
-            rt.sweep_garbage()
+        self.runtime.destroy(name)
 
     # ---- InspectTask ---
 

@@ -218,3 +218,35 @@ def test_a_task_ignoring_sigterm_is_killed_after_the_timeout_not_before(nomad: N
     # The task saw SIGTERM and went on ticking until the kill: it was not killed at once.
     assert sum(1 for line in after if line.startswith("tick")) >= 3, lines[-10:]
     finish(nomad, run)
+
+
+def test_a_moved_tag_is_pulled_only_with_force_pull(nomad: Nomad) -> None:
+    """Nomad's docker semantics: a tag present locally is used as is unless force_pull."""
+    from tests.fixtures.images import (
+        build_image,
+        busybox_base,
+        f,
+        opt_layer,
+        push_image,
+        tar_bytes,
+    )
+
+    base = tar_bytes(opt_layer() + busybox_base())
+
+    def version(v: str) -> object:
+        return build_image([base, tar_bytes([f("etc/version", v)])])
+
+    image = push_image(nomad.registry, "ci/xc-moving", "v", version("one"))
+    cat = sh("cat /etc/version")
+    first = nomad.start(cat, image=image)
+    assert nomad.wait(first)["result"]["exit_code"] == 0
+    push_image(nomad.registry, "ci/xc-moving", "v", version("two"))
+    cached = nomad.start(cat, image=image)
+    assert nomad.wait(cached)["result"]["exit_code"] == 0
+    forced = nomad.start(cat + "\nforce_pull = true", image=image)
+    assert nomad.wait(forced)["result"]["exit_code"] == 0
+    nomad.wait_for(lambda: forced.stdout() == "two", what="the forced pull's log")
+    nomad.wait_for(lambda: first.stdout() == "one" and cached.stdout() == "one",
+                   what="the cached tag's logs")
+    for run in (first, cached, forced):
+        finish(nomad, run)
