@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -509,6 +509,12 @@ def decode_task_config(raw: bytes) -> TaskConfig:
     return task_config_from(read(TASK_SCHEMA, value, "config"))
 
 
+def under(path: str, roots: Sequence[str]) -> bool:
+    """True when ``path`` is one of ``roots`` or below one (paths compared as written)."""
+    p = PurePosixPath(path)
+    return any(p == PurePosixPath(r) or PurePosixPath(r) in p.parents for r in roots)
+
+
 def check_task_allowed(task: TaskConfig, plugin: PluginConfig) -> None:
     """What the operator's plugin config forbids a task to ask for."""
     for name in task.jail_params:
@@ -527,9 +533,7 @@ def check_task_allowed(task: TaskConfig, plugin: PluginConfig) -> None:
                 "ask the operator to set volumes { enabled = true } in the plugin config",
             )
         allowed = plugin.volumes.allowed_host_paths
-        src = PurePosixPath(m.source)
-        if allowed and not any(src == PurePosixPath(a) or PurePosixPath(a) in src.parents
-                               for a in allowed):
+        if allowed and not under(m.source, allowed):
             raise ConfigError(
                 m.origin, f"host path {m.source} is outside the allowed host paths",
                 "use a path under one of: " + ", ".join(allowed),

@@ -28,6 +28,7 @@ import zfsimage
 from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.events import EventBus, TaskEvent
+from driver.hostpaths import resolve_mount_sources
 from driver.state import DriverState, Resources, StateError
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
@@ -288,6 +289,8 @@ class XcDriver:
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
                                      ic.working_dir, ic.user)
             predicted = store.mount_root / "tasks" / name
+            cfg = resolve_mount_sources(cfg, nomad.task_dir,
+                                        self.config.volumes.allowed_host_paths)
             spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
                            nomad=nomad, plugin=self.config, node=self._node())
             state = DriverState(
@@ -303,10 +306,11 @@ class XcDriver:
             rootfs = store.clone_rootfs(image, name)
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
+            real_task_dir = os.path.realpath(nomad.task_dir)
             for m in spec.mounts:
                 # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
                 # task owns: create it like docker does for a missing bind source.
-                if str(m.source).startswith(nomad.task_dir.rstrip("/") + "/"):
+                if str(m.source).startswith(real_task_dir.rstrip("/") + "/"):
                     m.source.mkdir(parents=True, exist_ok=True)
             handle = rt.start(spec)
             return dataclasses.replace(state, started_at=handle.started_at)

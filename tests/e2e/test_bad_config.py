@@ -76,3 +76,19 @@ def test_a_registry_that_refuses_connections_is_recoverable(nomad: Nomad) -> Non
     assert reply["recoverable"] is True  # Nomad's restart policy retries
     assert "127.0.0.1" in reply["message"]
     clean(nomad, before)
+
+
+def test_a_symlink_planted_in_an_allowed_host_dir_cannot_redirect_a_mount(nomad: Nomad) -> None:
+    import os
+
+    planted = nomad.volume_root / "planted-evil"
+    os.symlink("/etc", planted)
+    try:
+        before = nomad.leftovers()
+        reply = nomad.start_raw(f'volumes = ["{planted}:/host"]')
+        assert not reply["ok"] and reply["code"] == "InvalidArgument", reply
+        assert "config.volumes[0]" in reply["message"]
+        assert "resolves to /etc, outside the allowed host paths" in reply["message"]
+        clean(nomad, before)
+    finally:
+        planted.unlink()
