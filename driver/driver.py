@@ -159,8 +159,11 @@ class XcDriver:
                     mount_root=self.state_dir / "images",
                     platform=zfsimage.Platform.parse(cfg.platform) if cfg.platform else None,
                     docker_config=Path(cfg.auth.config) if cfg.auth.config else None,
+                    credential_helper=cfg.auth.helper,
                     registry=zfsimage.RegistryOptions(
-                        insecure_registries=cfg.allow_insecure_registries),
+                        insecure_registries=cfg.allow_insecure_registries,
+                        # a read that sees no byte for this long is a stalled pull
+                        timeout_s=cfg.pull_activity_timeout.total_seconds()),
                     gc_delay_s=cfg.gc.image_delay.total_seconds(),
                     # Like Nomad's docker driver: a tag present locally is used as it is unless
                     # the task sets force_pull (no registry round trip per start).

@@ -39,11 +39,12 @@ def _config_keys(host: str) -> list[str]:
     return keys
 
 
-def _run_helper(helper: str, host: str) -> RegistryAuth | None:
+def credentials_from_helper(helper: str, host: str) -> RegistryAuth | None:
+    """Credentials for ``host`` from ``docker-credential-<helper> get``; None when it has none."""
     binary = shutil.which(f"docker-credential-{helper}")
     if binary is None:
-        raise AuthError(f"credential helper docker-credential-{helper} named in the Docker "
-                        "config is not installed")
+        raise AuthError(f"credential helper docker-credential-{helper} is not installed "
+                        "(install it on this client or remove it from the config)")
     try:
         cp = subprocess.run([binary, "get"], input=host.encode(), capture_output=True,
                             timeout=30, check=False)
@@ -79,7 +80,7 @@ def from_docker_config(path: Path, host: str) -> RegistryAuth | None:
     helpers = obj.get("credHelpers") or {}
     for key in _config_keys(host):
         if isinstance(helpers, dict) and key in helpers:
-            return _run_helper(str(helpers[key]), host)
+            return credentials_from_helper(str(helpers[key]), host)
     auths = obj.get("auths") or {}
     for key in _config_keys(host):
         entry = auths.get(key) if isinstance(auths, dict) else None
@@ -99,7 +100,7 @@ def from_docker_config(path: Path, host: str) -> RegistryAuth | None:
             return RegistryAuth(str(entry["username"]), str(entry.get("password", "")))
     store = obj.get("credsStore")
     if isinstance(store, str) and store:
-        return _run_helper(store, host)
+        return credentials_from_helper(store, host)
     return None
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zfsimage import zfs
-from zfsimage.auth import RegistryAuth, from_docker_config
+from zfsimage.auth import RegistryAuth, credentials_from_helper, from_docker_config
 from zfsimage.digest import chain_ids, hex_of
 from zfsimage.errors import (
     ImageInUse,
@@ -75,6 +75,7 @@ class StoreConfig:
     platform: Platform | None = None              # default platform; None = the host's
     auth: dict[str, RegistryAuth] = field(default_factory=dict)   # host -> credentials
     docker_config: Path | None = None             # Docker-style config.json with auths
+    credential_helper: str = ""                   # docker-credential-<name> for any registry
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     limits: LayerLimits = field(default_factory=LayerLimits)
     gc_delay_s: float = 3600.0                    # untagged images older than this go in gc()
@@ -282,7 +283,11 @@ class ImageStore:
         if host in self.cfg.auth:
             return self.cfg.auth[host]
         if self.cfg.docker_config is not None:
-            return from_docker_config(self.cfg.docker_config, host)
+            found = from_docker_config(self.cfg.docker_config, host)
+            if found is not None:
+                return found
+        if self.cfg.credential_helper:
+            return credentials_from_helper(self.cfg.credential_helper, host)
         return None
 
     def _client(self, ref: Reference, auth: RegistryAuth | None) -> RegistryClient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +127,28 @@ def test_basic_auth(make_store, basic_registry) -> None:
         store.ensure_image(ref, auth=RegistryAuth(USER, "wrong"))
     img = store.ensure_image(ref, auth=RegistryAuth(USER, PASSWORD))
     assert img.chain_id
+
+
+def test_plugin_wide_credential_helper(make_store, basic_registry, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's default helper (docker driver's auth { helper }) serves any registry."""
+    import stat
+
+    repo, _ = _push(basic_registry, "auth/helper")
+    ref = f"{basic_registry.host}/{repo}:1"
+    asked = tmp_path / "asked"
+    helper = tmp_path / "docker-credential-xctest-ops"
+    helper.write_text(f'#!/bin/sh\nread host\necho "$host" >> {asked}\n'
+                      f'echo \'{{"Username":"{USER}","Secret":"{PASSWORD}"}}\'\n')
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    store = make_store(insecure=[basic_registry.host], credential_helper="xctest-ops")
+    assert store.ensure_image(ref).chain_id
+    assert basic_registry.host in asked.read_text().split()
+    missing = make_store(insecure=[basic_registry.host], credential_helper="xctest-absent")
+    with pytest.raises(AuthError) as ei:
+        missing.ensure_image(ref)
+    assert "docker-credential-xctest-absent is not installed" in str(ei.value)
 
 
 def test_bearer_token_anonymous_and_docker_config(make_store, token_registry,
