@@ -12,7 +12,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,14 @@ from typing import Any
 from jails import _cmd
 from jails.errors import (
     CommandFailed,
-    ExecTimeout,
     HostUnsupported,
     JailError,
     NotRunning,
     SpecError,
 )
-from jails.interactive import InteractiveExec, collect_tty, spawn_interactive
+from jails.interactive import InteractiveExec, spawn_interactive
 from jails.jailparams import jail_create_argv
-from jails.model import ExecResult, Usage
+from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
@@ -202,36 +200,6 @@ class FreeBSDRuntime(Runtime):
         merged = _env_dict(task.spec()["env"])
         merged.update(env or {})
         return merged
-
-    def exec(
-        self,
-        name: str,
-        argv: Sequence[str],
-        timeout_s: float,
-        *,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-    ) -> ExecResult:
-        task = self._task(name)
-        if tty:
-            ie = self.exec_interactive(name, argv, tty=True, env=env)
-            return collect_tty(ie, name, timeout_s)
-        full = self._exec_argv(task, argv)
-        proc = subprocess.Popen(
-            full,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._exec_env(task, env),
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # jexec became the command: this kills it inside the jail
-            out, err = proc.communicate()
-            raise ExecTimeout(name, timeout_s, out, err) from None
-        rc = proc.returncode
-        return ExecResult(rc if rc >= 0 else 128 - rc, out, err)
 
     def exec_interactive(
         self,

@@ -157,3 +157,23 @@ def collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
     finally:
         ie.close()
     return ExecResult(rc, b"".join(chunks), b"")
+
+
+def collect_pipes(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
+    """Run a pipes exec to the end with stdin closed (or kill it at timeout_s); its output."""
+    proc = ie._proc
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            ie.kill()
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise ExecTimeout(name, timeout_s, out, err) from None
+    finally:
+        ie.close()
+    rc = proc.returncode
+    return ExecResult(rc if rc >= 0 else 128 - rc, out, err)

@@ -10,17 +10,15 @@ import contextlib
 import json
 import os
 import secrets
-import signal as _signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jails import _cmd
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
-from jails.errors import CommandFailed, ExecTimeout, JailError, NotRunning
-from jails.interactive import InteractiveExec, collect_tty, spawn_interactive
-from jails.model import ExecResult, Usage
+from jails.errors import CommandFailed, JailError, NotRunning
+from jails.interactive import InteractiveExec, spawn_interactive
+from jails.model import Usage
 from jails.ociconfig import oci_config, task_env
 from jails.probe import cgroup_mode, probe_host
 from jails.runtime import Runtime
@@ -175,40 +173,6 @@ class LinuxRuntime(Runtime):
     def _pid_file(self, task: TaskDir) -> Path:
         return task.path / f".exec-{secrets.token_hex(6)}.pid"
 
-    def exec(
-        self,
-        name: str,
-        argv: Sequence[str],
-        timeout_s: float,
-        *,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-    ) -> ExecResult:
-        """Run argv inside the task, capture its output; kill it after timeout_s."""
-        if tty:
-            ie = self.exec_interactive(name, argv, tty=True, env=env)
-            return collect_tty(ie, name, timeout_s)
-        task = self._task(name)
-        pid_file = self._pid_file(task)
-        full = self._exec_argv(task, argv, env, pid_file, tty=False)
-        proc = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_exec(pid_file, proc)
-            try:
-                out, err = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
-            raise ExecTimeout(name, timeout_s, out, err) from None
-        finally:
-            pid_file.unlink(missing_ok=True)
-        rc = proc.returncode
-        return ExecResult(rc if rc >= 0 else 128 - rc, out, err)
-
     def exec_interactive(
         self,
         name: str,
@@ -227,13 +191,6 @@ class LinuxRuntime(Runtime):
         return spawn_interactive(
             full, tty=tty, size=size, raw=True, pid_file=pid_file, cleanup=[pid_file]
         )
-
-
-def _kill_exec(pid_file: Path, proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text().strip()), _signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(_signal.SIGKILL)
 
 
 def _runc_log_error(path: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jails.errors import JailError, JailExists, JailNotFound, SupervisorError, WaitTimeout
-from jails.interactive import InteractiveExec
+from jails.interactive import InteractiveExec, collect_pipes, collect_tty
 from jails.model import ExecResult, ExitStatus, Usage
 from jails.spec import JailSpec, check_host
 from jails.taskdir import (
@@ -92,7 +92,6 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def _sample(self, task: TaskDir) -> Usage: ...
 
-    @abc.abstractmethod
     def exec(
         self,
         name: str,
@@ -101,7 +100,11 @@ class Runtime(abc.ABC):
         *,
         env: Mapping[str, str] | None = None,
         tty: bool = False,
-    ) -> ExecResult: ...
+    ) -> ExecResult:
+        """Run argv inside the task with stdin closed; its output and exit code. The command is
+        killed after timeout_s (ExecTimeout carries what it printed)."""
+        ie = self.exec_interactive(name, argv, tty=tty, env=env)
+        return collect_tty(ie, name, timeout_s) if tty else collect_pipes(ie, name, timeout_s)
 
     @abc.abstractmethod
     def exec_interactive(
@@ -198,6 +201,7 @@ class Runtime(abc.ABC):
     def wait(self, name: str, timeout: float | None = None) -> ExitStatus:
         task = self._task(name)
         deadline = None if timeout is None else time.monotonic() + timeout
+        recheck = True
         verified_at = -1e9  # full identity check (pid + start time + boot) now and then;
         while True:  # in between a cheap liveness check of the verified pid suffices
             status = task.exit_status()
@@ -222,33 +226,33 @@ class Runtime(abc.ABC):
                     "(killed, or the host rebooted); the task's outcome is unknown"
                 )
             else:
-                if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
+                recheck = time.monotonic() - verified_at > IDENTITY_RECHECK_S
+                if recheck:
                     verified_at = time.monotonic()
-                # pidfd/kqueue wake us when the supervisor exits; the slice only bounds the lag
-                # when exit.json is written but the supervisor lingers draining log FIFOs. A
-                # host runs hundreds of waiters, so each must cost next to nothing while idle.
+                # pidfd/kqueue wake us when the task or its supervisor exits (exit.json comes
+                # right after the task's exit, while the supervisor may linger draining log
+                # FIFOs); the slice is only a backstop. A host runs hundreds of waiters, so each
+                # must cost next to nothing while idle.
                 slice_s = WAIT_SLICE_S
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WaitTimeout(name, timeout or 0.0)
                 slice_s = min(slice_s, remaining)
-            if pids is not None:
-                _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, slice_s)
-            else:
+            if pids is None:
                 time.sleep(slice_s)
+            elif _running(pids.pid, pids.pid_start, full=recheck):
+                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
+                                 (pids.pid, pids.pid_start)], slice_s)
+            else:  # the task is gone: its exit status is being written
+                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
+                                min(slice_s, 0.05))
 
     @staticmethod
     def _supervisor_alive(task: TaskDir, pids: TaskPids, verified_at: float) -> bool:
         if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
             return task.supervisor_alive()
-        try:
-            os.kill(pids.supervisor_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return proc_state_alive(pids.supervisor_pid)
+        return _running(pids.supervisor_pid, pids.supervisor_start, full=False)
 
     def signal(self, name: str, signum: int) -> None:
         task = self._task(name)
@@ -353,34 +357,58 @@ def _replace(u: Usage, **kw: Any) -> Usage:
     return dataclasses.replace(u, **kw)
 
 
+def _running(pid: int, start: int, *, full: bool) -> bool:
+    """pid is alive; ``full`` also checks it is the recorded process (start time), which costs
+    more on FreeBSD, so waiters do it now and then and otherwise trust a verified pid."""
+    if full:
+        return identity_alive(pid, start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return proc_state_alive(pid)
+
+
 def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
-    """Block until pid exits or timeout_s passes (pidfd on Linux, kqueue on FreeBSD)."""
+    """Block until pid exits or timeout_s passes."""
+    _wait_pids_exit([(pid, start)], timeout_s)
+
+
+def _wait_pids_exit(procs: Sequence[tuple[int, int]], timeout_s: float) -> None:
+    """Block until one of the (pid, start time) processes exits or timeout_s passes (pidfd on
+    Linux, kqueue on FreeBSD)."""
     if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
+        fds: list[int] = []
         try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return
-        try:
-            if not identity_alive(pid, start):  # recycled pid: the real one is gone
-                return
-            select.select([fd], [], [], timeout_s)
+            for pid, start in procs:
+                try:
+                    fds.append(os.pidfd_open(pid))
+                except ProcessLookupError:
+                    return
+                if not identity_alive(pid, start):  # recycled pid: the real one is gone
+                    return
+            select.select(fds, [], [], timeout_s)
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
         return
-    if sys.platform.startswith("freebsd"):  # EVFILT_PROC / NOTE_EXIT on a non-child pid
+    if sys.platform.startswith("freebsd"):  # EVFILT_PROC / NOTE_EXIT on non-child pids
         kq = select.kqueue()
         try:
-            ev = select.kevent(
-                pid,
-                filter=select.KQ_FILTER_PROC,
-                flags=select.KQ_EV_ADD,
-                fflags=select.KQ_NOTE_EXIT,
-            )
-            try:
-                kq.control([ev], 0, 0)
-            except OSError:  # ESRCH: already gone
-                return
-            kq.control(None, 1, timeout_s)  # callers verified the identity of pid
+            for pid, _start in procs:
+                ev = select.kevent(
+                    pid,
+                    filter=select.KQ_FILTER_PROC,
+                    flags=select.KQ_EV_ADD,
+                    fflags=select.KQ_NOTE_EXIT,
+                )
+                try:
+                    kq.control([ev], 0, 0)
+                except OSError:  # ESRCH: already gone
+                    return
+            kq.control(None, 1, timeout_s)  # callers verified the identities
         finally:
             kq.close()
         return
