@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from jails.model import Usage
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 USER_HZ = os.sysconf("SC_CLK_TCK")
+_TICK_NS = 1_000_000_000 // USER_HZ
+_MEASURED_V1 = ("cpu_user_ns", "cpu_system_ns", "cpu_total_ns", "cpu_percent",
+                "memory_rss_bytes", "memory_usage_bytes", "memory_max_usage_bytes", "pids")
+_MEASURED_V2 = ("cpu_user_ns", "cpu_system_ns", "cpu_total_ns", "cpu_percent",
+                "memory_rss_bytes", "memory_usage_bytes", "pids")
 
 
 def _read(path: str) -> bytes:
@@ -30,21 +36,79 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-def _read_int(path: str) -> int | None:
-    data = _read(path)
+class OpenFiles:
+    """Cgroup files kept open and re-read from offset 0 (the kernel regenerates them): a sample
+    then costs one read per file instead of open + read + close, which dominated it."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._mu = threading.Lock()
+
+    def read(self, path: str) -> bytes:
+        for _ in range(2):  # a stale fd (cgroup removed and made again) is reopened once
+            with self._mu:
+                fd = self._fds.get(path)
+                if fd is None:
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        return b""
+                    self._fds[path] = fd
+            try:
+                return os.pread(fd, 65536, 0)
+            except OSError:
+                self._drop(path, fd)
+        return b""
+
+    def _drop(self, path: str, fd: int) -> None:
+        with self._mu:
+            if self._fds.get(path) == fd:
+                del self._fds[path]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def close(self) -> None:
+        with self._mu:
+            for fd in self._fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._fds.clear()
+
+
+def _int_of(data: bytes) -> int | None:
     try:
         return int(data.split()[0])
     except (ValueError, IndexError):
         return None
 
 
-def _read_kv(path: str | Path) -> dict[str, int]:
+def _kv_of(data: bytes) -> dict[str, int]:
     out: dict[str, int] = {}
-    for line in _read(str(path)).splitlines():
+    for line in data.splitlines():
         k, _, v = line.partition(b" ")
-        with contextlib.suppress(ValueError):
+        if v.isdigit():
             out[k.decode()] = int(v)
     return out
+
+
+def _field(data: bytes, key: bytes, default: int = 0) -> int:
+    """The value of the ``key value`` line of a stat file, without parsing the other lines
+    (memory.stat has dozens; a sample wants one or two)."""
+    k = key + b" "
+    if data.startswith(k):
+        at = len(k)
+    else:
+        i = data.find(b"\n" + k)
+        if i < 0:
+            return default
+        at = i + 1 + len(k)
+    end = data.find(b"\n", at)
+    v = data[at:] if end < 0 else data[at:end]
+    return int(v) if v.isdigit() else default
+
+
+def _read_kv(path: str | Path) -> dict[str, int]:
+    return _kv_of(_read(str(path)))
 
 
 class CgroupPaths:
@@ -54,6 +118,23 @@ class CgroupPaths:
         self.rel = rel.strip("/")
         self.mode = mode
         self.root = root
+        self.files = OpenFiles()
+        # file name -> path, built once: path building showed up in every sample
+        if mode == "v2":
+            d = str(root / self.rel)
+            names = ("cpu.stat", "memory.stat", "memory.current", "memory.peak", "memory.max",
+                     "pids.current")
+            self._paths = {n: f"{d}/{n}" for n in names}
+        else:
+            self._paths = {n: f"{root}/{c}/{self.rel}/{n}" for c, n in (
+                ("cpuacct", "cpuacct.usage"), ("cpuacct", "cpuacct.stat"),
+                ("memory", "memory.stat"), ("memory", "memory.limit_in_bytes"),
+                ("memory", "memory.usage_in_bytes"), ("memory", "memory.max_usage_in_bytes"),
+                ("pids", "pids.current"))}
+
+    def _int(self, path: str) -> int | None:
+        return _int_of(self.files.read(path))
+
 
     def dir(self, controller: str) -> Path:
         if self.mode == "v2":
@@ -80,63 +161,45 @@ class CgroupPaths:
         return self._sample_v1(now)
 
     def _sample_v1(self, now: int) -> Usage:
-        cpuacct = str(self.dir("cpuacct"))
-        mem = str(self.dir("memory"))
-        total = _read_int(cpuacct + "/cpuacct.usage") or 0
-        stat = _read_kv(cpuacct + "/cpuacct.stat")
-        tick_ns = 1_000_000_000 // USER_HZ
-        mstat = _read_kv(mem + "/memory.stat")
-        limit = _read_int(mem + "/memory.limit_in_bytes") or 0
+        p = self._paths
+        read = self.files.read
+        cpu = read(p["cpuacct.stat"])
+        limit = self._int(p["memory.limit_in_bytes"]) or 0
+        mstat = read(p["memory.stat"])
         return Usage(
             timestamp_ns=now,
-            cpu_user_ns=stat.get("user", 0) * tick_ns,
-            cpu_system_ns=stat.get("system", 0) * tick_ns,
-            cpu_total_ns=total,
-            memory_rss_bytes=mstat.get("total_rss", mstat.get("rss", 0)),
-            memory_usage_bytes=_read_int(mem + "/memory.usage_in_bytes") or 0,
-            memory_max_usage_bytes=_read_int(mem + "/memory.max_usage_in_bytes") or 0,
+            cpu_user_ns=_field(cpu, b"user") * _TICK_NS,
+            cpu_system_ns=_field(cpu, b"system") * _TICK_NS,
+            cpu_total_ns=self._int(p["cpuacct.usage"]) or 0,
+            memory_rss_bytes=_field(mstat, b"total_rss", _field(mstat, b"rss")),
+            memory_usage_bytes=self._int(p["memory.usage_in_bytes"]) or 0,
+            memory_max_usage_bytes=self._int(p["memory.max_usage_in_bytes"]) or 0,
             memory_limit_bytes=limit if limit < (1 << 62) else 0,
-            pids=_read_int(str(self.dir("pids")) + "/pids.current") or 0,
-            measured=(
-                "cpu_user_ns",
-                "cpu_system_ns",
-                "cpu_total_ns",
-                "cpu_percent",
-                "memory_rss_bytes",
-                "memory_usage_bytes",
-                "memory_max_usage_bytes",
-                "pids",
-            ),
+            pids=self._int(p["pids.current"]) or 0,
+            measured=_MEASURED_V1,
         )
 
     def _sample_v2(self, now: int) -> Usage:
-        d = str(self.root / self.rel)
-        cpu = _read_kv(d + "/cpu.stat")
-        mstat = _read_kv(d + "/memory.stat")
-        limit = _read_int(d + "/memory.max") or 0  # "max" (unlimited) parses as None
+        p = self._paths
+        read = self.files.read
+        cpu = read(p["cpu.stat"])
+        mstat = read(p["memory.stat"])
         return Usage(
             timestamp_ns=now,
-            cpu_user_ns=cpu.get("user_usec", 0) * 1000,
-            cpu_system_ns=cpu.get("system_usec", 0) * 1000,
-            cpu_total_ns=cpu.get("usage_usec", 0) * 1000,
-            memory_rss_bytes=mstat.get("anon", 0),
-            memory_usage_bytes=_read_int(d + "/memory.current") or 0,
-            memory_max_usage_bytes=_read_int(d + "/memory.peak") or 0,
-            memory_limit_bytes=limit,
-            pids=_read_int(d + "/pids.current") or 0,
-            measured=(
-                "cpu_user_ns",
-                "cpu_system_ns",
-                "cpu_total_ns",
-                "cpu_percent",
-                "memory_rss_bytes",
-                "memory_usage_bytes",
-                "pids",
-            ),
+            cpu_user_ns=_field(cpu, b"user_usec") * 1000,
+            cpu_system_ns=_field(cpu, b"system_usec") * 1000,
+            cpu_total_ns=_field(cpu, b"usage_usec") * 1000,
+            memory_rss_bytes=_field(mstat, b"anon"),
+            memory_usage_bytes=self._int(p["memory.current"]) or 0,
+            memory_max_usage_bytes=self._int(p["memory.peak"]) or 0,
+            memory_limit_bytes=self._int(p["memory.max"]) or 0,  # "max" (unlimited) -> 0
+            pids=self._int(p["pids.current"]) or 0,
+            measured=_MEASURED_V2,
         )
 
     def remove(self) -> None:
         """rmdir the container's cgroup in every hierarchy (runc delete normally does this)."""
+        self.files.close()
         for p in self.all_dirs():
             with contextlib.suppress(FileNotFoundError, OSError):
                 p.rmdir()

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class LinuxRuntime(Runtime):
         self.cgroup_parent = cgroup_parent.strip("/")
         self.cgroup_mode = cgroup_mode()
         self.run = runner
+        # one CgroupPaths per task: it keeps the task's stats files open between samples
+        self._cgroups: dict[str, CgroupPaths] = {}
+        self._cg_mu = threading.Lock()
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -59,7 +63,11 @@ class LinuxRuntime(Runtime):
         return f"/{self.cgroup_parent}/{name}"
 
     def cgroup(self, name: str) -> CgroupPaths:
-        return CgroupPaths(self.cgroups_path(name), self.cgroup_mode)
+        with self._cg_mu:
+            cg = self._cgroups.get(name)
+            if cg is None:
+                cg = self._cgroups[name] = CgroupPaths(self.cgroups_path(name), self.cgroup_mode)
+            return cg
 
     def _swap_accounting(self) -> bool:
         if self.cgroup_mode == "v2":
@@ -130,8 +138,9 @@ class LinuxRuntime(Runtime):
         except CommandFailed as exc:
             if not any(g in exc.stderr for g in _GONE):
                 raise
-        cg = self.cgroup(name)
-        cg.remove()
+        with self._cg_mu:
+            cg = self._cgroups.pop(name, None)
+        (cg or CgroupPaths(self.cgroups_path(name), self.cgroup_mode)).remove()
 
     def _sample(self, task: TaskDir) -> Usage:
         return self.cgroup(task.name).sample()
