@@ -244,9 +244,9 @@ class Runtime(abc.ABC):
             elif _running(pids.pid, pids.pid_start, full=recheck):
                 _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
                                  (pids.pid, pids.pid_start)], slice_s)
-            else:  # the task is gone: its exit status is being written
+            else:  # the task is gone: its exit status is being written right now
                 _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
-                                min(slice_s, 0.05))
+                                min(slice_s, 0.005))
 
     @staticmethod
     def _supervisor_alive(task: TaskDir, pids: TaskPids, verified_at: float) -> bool:

@@ -16,8 +16,8 @@
  * fsync dir): {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
  * exit_code 128+signal, as Nomad's executor does. OOM_FILE ("-" for none) is the memory cgroup's
  * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
- * In runc mode `runc create` gets the log targets as stdio (never pipes: runc would hang), the
- * container init (reparented to us, the subreaper) is the task, and `runc start` releases it.
+ * In runc mode one `runc run -d` gets the log targets as stdio (never pipes: runc would hang);
+ * the container init, reparented to us (the subreaper), is the task.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
     setsid();
     if (chdir("/") != 0) die_errno("chdir /");
 #ifdef __linux__
-    /* Orphans of the task (the container init once `runc create` exits) are reparented to us. */
+    /* Orphans of the task (the container init once `runc run -d` exits) are reparented to us. */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 #elif defined(__FreeBSD__)
     procctl(P_PID, getpid(), PROC_REAP_ACQUIRE, NULL);
@@ -304,15 +304,18 @@ int main(int argc, char **argv) {
         char pidfile[4096], logfile[4096];
         path_in_state(pidfile, sizeof pidfile, "init.pid");
         path_in_state(logfile, sizeof logfile, "runc.log");
-        char *create[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
-                          "create", "--bundle", argv[8], "--pid-file", pidfile, argv[9], NULL};
-        pid_t c = spawn(create, devnull, out, err);
+        /* One `runc run -d` (create and start in one process: a start costs one runc exec,
+         * not two). The container's init is reparented to us (subreaper) when runc exits, so
+         * even an init that is already gone stays a zombie we reap and record below. */
+        char *run[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
+                       "run", "-d", "--bundle", argv[8], "--pid-file", pidfile, argv[9], NULL};
+        pid_t c = spawn(run, devnull, out, err);
         if (c < 0) start_failed(ready[1], argv[6], errno);
         int st = wait_exact(c);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            start_failed(ready[1], "runc create failed (see runc.log)", EINVAL);
+            start_failed(ready[1], "runc run failed (see runc.log)", EINVAL);
         pid = read_pid_file(pidfile);
-        if (pid <= 0) start_failed(ready[1], "runc create wrote no pid file", ENOENT);
+        if (pid <= 0) start_failed(ready[1], "runc run wrote no pid file", ENOENT);
     }
     task_pid = pid;
     /* FIFO ends stay open until the end: output written while the reader is late or briefly
@@ -333,21 +336,6 @@ int main(int argc, char **argv) {
         start_failed(ready[1], "write task.json", e);
     }
 
-    if (is_runc) {
-        char logfile[4096], task_json[4096];
-        path_in_state(logfile, sizeof logfile, "runc.log");
-        char *start[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
-                         "start", argv[9], NULL};
-        pid_t s = spawn(start, devnull, devnull, devnull);
-        int st = s < 0 ? -1 : wait_exact(s);
-        if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            kill(pid, SIGKILL);
-            wait_exact(pid);
-            path_in_state(task_json, sizeof task_json, "task.json");
-            unlink(task_json);
-            start_failed(ready[1], "runc start failed (see runc.log)", EINVAL);
-        }
-    }
     close(devnull);
 
     ssize_t w = write(ready[1], "0", 1);
