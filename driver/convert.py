@@ -216,10 +216,24 @@ def nomad_task_from_proto(msg: driver_pb2.TaskConfig) -> NomadTask:
         env=MappingProxyType(dict(msg.env)), user=msg.user,
         resources=Resources(cpu_mhz=int(alloc.cpu.cpu_shares or res.linux_resources.cpu_shares),
                             memory_mb=int(alloc.memory.memory_mb),
-                            memory_max_mb=int(alloc.memory.memory_max_mb)),
+                            memory_max_mb=int(alloc.memory.memory_max_mb),
+                            cpuset=parse_cpuset(res.linux_resources.cpuset_cpus)),
         percent_ticks=float(res.linux_resources.PercentTicks),
         mounts=tuple(NomadMount(m.host_path, m.task_path, m.readonly) for m in msg.mounts),
         job_name=msg.job_name, task_group_name=msg.task_group_name, namespace=msg.namespace)
+
+
+def parse_cpuset(text: str) -> tuple[int, ...]:
+    """Nomad's cpuset list ("0-2,5") -> (0, 1, 2, 5)."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(cpus))
+
+
+def format_cpuset(cpus: tuple[int, ...]) -> str:
+    return ",".join(str(c) for c in cpus)
 
 
 def nomad_task_to_proto(t: NomadTask) -> driver_pb2.TaskConfig:
@@ -235,7 +249,8 @@ def nomad_task_to_proto(t: NomadTask) -> driver_pb2.TaskConfig:
                                                            memory_max_mb=r.memory_max_mb)),
             linux_resources=driver_pb2.LinuxResources(
                 cpu_shares=r.cpu_mhz, PercentTicks=t.percent_ticks,
-                memory_limit_bytes=max(r.memory_mb, r.memory_max_mb) * 1024 * 1024)),
+                memory_limit_bytes=max(r.memory_mb, r.memory_max_mb) * 1024 * 1024,
+                cpuset_cpus=format_cpuset(r.cpuset))),
         mounts=[driver_pb2.Mount(host_path=m.host_path, task_path=m.task_path,
                                  readonly=m.readonly) for m in t.mounts],
         job_name=t.job_name, task_group_name=t.task_group_name, namespace=t.namespace)

@@ -27,6 +27,7 @@ class Resources:
     memory_mb: int = 0
     memory_max_mb: int = 0
     cores: int = 0  # reserved cores (``cores = N``), 0 when the task asked for MHz
+    cpuset: tuple[int, ...] = ()  # the host CPUs Nomad reserved for the task (``cores``)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class DriverState:
             raise StateError(f"driver_state version {version!r} is not supported by this "
                              f"plugin (it reads version {STATE_VERSION}); upgrade the plugin")
         try:
-            res = Resources(**_known(Resources, data.get("resources") or {}))
+            raw_res = _known(Resources, data.get("resources") or {})
+            raw_res["cpuset"] = tuple(int(c) for c in raw_res.get("cpuset") or ())
+            res = Resources(**raw_res)
             body = _known(cls, data)
             body["resources"] = res
             state = cls(**body)

@@ -146,7 +146,8 @@ def limits_of(task: TaskConfig, nomad: NomadTask, plugin: PluginConfig, node: No
                               f"set {key} to {cap} or less")
     try:
         return Limits(memory_bytes=memory, memory_max_bytes=memory_max, cpu_shares=shares,
-                      cpu_percent=percent, max_processes=maxproc, open_files=openfiles)
+                      cpu_percent=percent, max_processes=maxproc, open_files=openfiles,
+                      cpuset=res.cpuset)
     except SpecError as exc:
         raise ConfigError("resources", exc.message,
                           "give the task memory >= 4 MiB and memory_max >= memory") from exc

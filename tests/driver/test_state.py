@@ -14,7 +14,7 @@ from jails import ExitStatus
 
 STATE = DriverState(task_id="a/web/1", alloc_id="a", task_name="web", name="xc-a-web",
                     rootfs_key="xc-a-web", image="r/i:1", image_digest="sha256:" + "0" * 64,
-                    started_at=1700000000.5, resources=Resources(500, 128, 256),
+                    started_at=1700000000.5, resources=Resources(500, 128, 256, 2, (2, 3)),
                     alloc_dir="/al", stdout_path="/al/o", stderr_path="/al/e")
 
 
@@ -56,7 +56,7 @@ def test_wrong_type_is_refused() -> None:
 def test_nomad_task_round_trip() -> None:
     t = NomadTask(id="a/web/1", name="web", alloc_id="a", alloc_dir="/al", stdout_path="/o",
                   stderr_path="/e", env=MappingProxyType({"K": "V"}), user="nobody",
-                  resources=Resources(500, 128, 256), percent_ticks=0.25,
+                  resources=Resources(500, 128, 256, cpuset=(0, 1, 2, 5)), percent_ticks=0.25,
                   mounts=(NomadMount("/h", "/t", True),), job_name="j", task_group_name="g",
                   namespace="default")
     back = convert.nomad_task_from_proto(convert.nomad_task_to_proto(t))
@@ -81,3 +81,11 @@ def test_task_status_times_are_always_set() -> None:
     assert running.completed_at.seconds == convert.GO_ZERO_TIME_S
     done = convert.task_status_to_proto(STATE, True, ExitStatus(3, finished_at=1700000010.0))
     assert done.completed_at.seconds == 1700000010 and done.result.exit_code == 3
+
+
+@pytest.mark.parametrize(("text", "cpus"), [
+    ("", ()), ("3", (3,)), ("0-2,5", (0, 1, 2, 5)), ("5, 1-2", (1, 2, 5)), ("1,1", (1,)),
+])
+def test_cpuset_lists(text: str, cpus: tuple[int, ...]) -> None:
+    assert convert.parse_cpuset(text) == cpus
+    assert convert.parse_cpuset(convert.format_cpuset(cpus)) == cpus

@@ -113,6 +113,8 @@ MIB = 1024 * 1024
          PluginConfig(default_limits=Limits(maxproc=50, openfiles=1024)),
          dict(max_processes=20, open_files=100)),
         (Resources(1, 64), TaskConfig(image="i"), PluginConfig(), dict(cpu_shares=2)),
+        (Resources(2000, 64, cores=2, cpuset=(2, 3)), TaskConfig(image="i"), PluginConfig(),
+         dict(cpuset=(2, 3))),   # Nomad's reserved cores pin the task
     ],
 )
 def test_limits(res: Resources, task: TaskConfig, plugin: PluginConfig,
