@@ -250,3 +250,12 @@ def test_a_moved_tag_is_pulled_only_with_force_pull(nomad: Nomad) -> None:
                    what="the cached tag's logs")
     for run in (first, cached, forced):
         finish(nomad, run)
+
+
+def test_reserved_cores_pin_the_task(nomad: Nomad) -> None:
+    """resources { cores = 1 }: Nomad reserves a host core; the task may run only there."""
+    run = nomad.start(sh("grep Cpus_allowed_list /proc/self/status"), cores=1, cpu=1000)
+    assert nomad.wait(run)["result"]["exit_code"] == 0
+    nomad.wait_for(lambda: run.stdout().split() == ["Cpus_allowed_list:", "0"],
+                   what="the task's allowed CPUs")
+    finish(nomad, run)

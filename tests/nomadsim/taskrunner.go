@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -295,6 +296,7 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 			LinuxResources: &drivers.LinuxResources{
 				CpuShares: cpu, MemoryLimitBytes: limit * 1024 * 1024,
 				PercentTicks: float64(cpu) / float64(total),
+				CpusetCpus:   reservedCpuset(s.ReservedCores),
 			},
 		},
 	}
@@ -418,4 +420,14 @@ func runTaskGet(req request) (response, error) {
 	raw, _ := protojson.Marshal(run.Handle)
 	out["handle_json"] = string(raw)
 	return out, nil
+}
+
+// reservedCpuset is the cpuset Nomad hands a task with `cores = n`: n whole host cores (the rig
+// takes the lowest ones; Nomad picks free ones).
+func reservedCpuset(n int) string {
+	cores := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		cores = append(cores, strconv.Itoa(i))
+	}
+	return strings.Join(cores, ",")
 }
