@@ -65,6 +65,7 @@ from zfsimage.registry import RegistryClient, RegistryOptions
 PROP = "xc"                       # user property namespace: xc:chainid, ...
 SNAP = "layer"                    # the commit-marker snapshot name
 _PROP_REFRESH_S = 600.0          # how stale xc:lastused on a top layer may get
+_TOUCH_REFRESH_S = 60.0          # how stale an image record's last use may get
 _TASK_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -335,6 +336,11 @@ class ImageStore:
             if source_digest:
                 sources[ref] = source_digest
             now = time.time()
+            if refs == cur.references and sources == cur.source_digests \
+                    and now - cur.last_used < _TOUCH_REFRESH_S:
+                # Nothing changed and last use is fresh enough for GC's delay: a task start
+                # on a cached image then writes (and fsyncs) nothing.
+                return cur
             new = replace(cur, references=refs, source_digests=sources, last_used=now)
             # a tag names one image per platform: take it off any other record
             for other in self.records.all():
