@@ -30,7 +30,7 @@ from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
-from jails.runtime import Runtime
+from jails.runtime import Runtime, env_dict
 from jails.spec import JailSpec
 from jails.supervisor import ensure_binary, launch, start_time_via_binary
 from jails.taskdir import TaskDir, TaskPids, set_start_time_probe
@@ -112,7 +112,7 @@ class FreeBSDRuntime(Runtime):
                 raise JailError(f"jail {spec.name} vanished right after jail -c")
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
         argv = [self.jexec_bin, "-U", meta["user"], spec.name, *_with_cwd(spec.cwd, spec.argv)]
-        env = _env_dict(meta["env"])
+        env = env_dict(meta["env"])
         if self._launcher is not None:
             return self._launcher(task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env)
         return launch(
@@ -189,17 +189,8 @@ class FreeBSDRuntime(Runtime):
     # ---- exec ----------------------------------------------------------------------------------
 
     def _exec_argv(self, task: TaskDir, argv: Sequence[str]) -> list[str]:
-        if not argv or not argv[0]:
-            raise JailError("exec needs a command (argv must not be empty)")
-        if task.exit_status() is not None or task.pids() is None:
-            raise NotRunning(task.name)
         meta = task.spec()
         return [self.jexec_bin, "-U", meta["user"], task.name, *_with_cwd(meta["cwd"], argv)]
-
-    def _exec_env(self, task: TaskDir, env: Mapping[str, str] | None) -> dict[str, str]:
-        merged = _env_dict(task.spec()["env"])
-        merged.update(env or {})
-        return merged
 
     def exec_interactive(
         self,
@@ -210,18 +201,10 @@ class FreeBSDRuntime(Runtime):
         env: Mapping[str, str] | None = None,
         size: tuple[int, int] | None = None,
     ) -> InteractiveExec:
-        task = self._task(name)
+        task = self._exec_task(name, argv)
         full = self._exec_argv(task, argv)
         # jexec becomes the command: the pty is the command's own terminal, left in cooked mode.
-        return spawn_interactive(full, tty=tty, env=self._exec_env(task, env), size=size)
-
-
-def _env_dict(env: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in env:
-        k, _, v = item.partition("=")
-        out[k] = v
-    return out
+        return spawn_interactive(full, tty=tty, env=env_dict(task.spec()["env"], env), size=size)
 
 
 def _with_cwd(cwd: str, argv: Sequence[str]) -> list[str]:

@@ -22,7 +22,7 @@ from jails.interactive import InteractiveExec, spawn_interactive
 from jails.model import Usage
 from jails.ociconfig import oci_config, task_env
 from jails.probe import cgroup_mode, probe_host
-from jails.runtime import Runtime
+from jails.runtime import Runtime, env_dict
 from jails.spec import JailSpec
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
@@ -159,16 +159,8 @@ class LinuxRuntime(Runtime):
         pid_file: Path,
         tty: bool,
     ) -> list[str]:
-        if not argv or not argv[0]:
-            raise JailError("exec needs a command (argv must not be empty)")
-        if task.exit_status() is not None or task.pids() is None:
-            raise NotRunning(task.name)
         meta = task.spec()
-        merged: dict[str, str] = {}
-        for item in meta.get("env", []):
-            k, _, v = str(item).partition("=")
-            merged[k] = v
-        merged.update(env or {})
+        merged = env_dict(meta.get("env", []), env)
         args = ["exec", "--pid-file", str(pid_file), "--cwd", str(meta.get("cwd", "/"))]
         args += ["--user", f"{meta.get('uid', 0)}:{meta.get('gid', 0)}"]
         for g in meta.get("additional_gids", []):
@@ -191,7 +183,7 @@ class LinuxRuntime(Runtime):
         env: Mapping[str, str] | None = None,
         size: tuple[int, int] | None = None,
     ) -> InteractiveExec:
-        task = self._task(name)
+        task = self._exec_task(name, argv)
         pid_file = self._pid_file(task)
         full = self._exec_argv(task, argv, env, pid_file, tty=tty)
         # runc exec --tty (attached) proxies between its own terminal and the container's pty and

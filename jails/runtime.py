@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jails.errors import JailError, JailExists, JailNotFound, SupervisorError, WaitTimeout
+from jails.errors import (
+    JailError,
+    JailExists,
+    JailNotFound,
+    NotRunning,
+    SupervisorError,
+    WaitTimeout,
+)
 from jails.interactive import InteractiveExec, collect_pipes, collect_tty
 from jails.model import ExecResult, ExitStatus, Usage
 from jails.spec import JailSpec, check_host
@@ -161,6 +168,15 @@ class Runtime(abc.ABC):
             self._teardown(name, meta)
         remove_tree(retired or path)
 
+    def _exec_task(self, name: str, argv: Sequence[str]) -> TaskDir:
+        """The running task to exec argv in; an empty command or a task not running is refused."""
+        if not argv or not argv[0]:
+            raise JailError("exec needs a command (argv must not be empty)")
+        task = self._task(name)
+        if task.exit_status() is not None or task.pids() is None:
+            raise NotRunning(task.name)
+        return task
+
     def _task(self, name: str) -> TaskDir:
         task = self.dirs.get(name)
         if task is None:
@@ -256,8 +272,6 @@ class Runtime(abc.ABC):
 
     def signal(self, name: str, signum: int) -> None:
         task = self._task(name)
-        from jails.errors import NotRunning
-
         if task.exit_status() is not None or task.pids() is None:
             raise NotRunning(name)
         self._signal(task, signum)
@@ -355,6 +369,16 @@ def _replace(u: Usage, **kw: Any) -> Usage:
     import dataclasses
 
     return dataclasses.replace(u, **kw)
+
+
+def env_dict(env: Sequence[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``K=V`` entries as a dict, with ``extra`` on top (an exec's env over the task's)."""
+    out: dict[str, str] = {}
+    for item in env:
+        k, _, v = str(item).partition("=")
+        out[k] = v
+    out.update(extra or {})
+    return out
 
 
 def _running(pid: int, start: int, *, full: bool) -> bool:
