@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,14 +180,28 @@ def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
     proc = subprocess.Popen(examples.argv("service", "--run-for", "10m"), env=examples.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    # run-job's output is read on a thread so that a service that never ticks fails the test in
+    # bounded time instead of blocking on readline.
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")],
+                              daemon=True)
+    reader.start()
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            seen.append(line)
-            if "ticker: tick 2" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        rest, _ = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 120
+        while "ticker: tick 2" not in (seen[-1] if seen else ""):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (proc.poll() is not None and lines.empty()):
+                pytest.fail("the service did not tick twice:\n" + "".join(seen))
+            try:
+                seen.append(lines.get(timeout=min(remaining, 1.0)))
+            except queue.Empty:
+                continue
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(10)
+        rest = _drain(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -230,3 +246,12 @@ def test_a_host_path_outside_the_allow_list_is_refused(examples: Examples) -> No
     assert "StartTask" in s["error"] and str(elsewhere) in s["error"], s["error"]
     assert examples.leftovers() == [], f"after {time.monotonic() - started:.1f} s"
     shutil.rmtree(elsewhere)
+
+
+def _drain(q: queue.Queue[str]) -> str:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return "".join(out)
