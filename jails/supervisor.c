@@ -12,8 +12,8 @@
  * written), so its caller gets a synchronous answer and the supervisor outlives the caller.
  * STDOUT/STDERR are opened here, never by the caller: FIFOs are opened O_RDWR so that a late (or
  * absent) reader never blocks the start; regular files are appended to.
- * When the task exits the supervisor writes STATE_DIR/exit.json atomically (tmp, fsync, rename,
- * fsync dir): {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
+ * When the task exits the supervisor writes STATE_DIR/exit.json atomically (tmp, rename):
+ * {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
  * exit_code 128+signal, as Nomad's executor does. OOM_FILE ("-" for none) is the memory cgroup's
  * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
  * In runc mode one `runc run -d` gets the log targets as stdio (never pipes: runc would hang);
@@ -59,7 +59,9 @@ static void path_in_state(char *buf, size_t n, const char *leaf) {
     }
 }
 
-/* Write STATE_DIR/leaf atomically: tmp file, fsync, rename, fsync directory. */
+/* Write STATE_DIR/leaf atomically: tmp file, rename. No fsync: a task's state never outlives a
+ * reboot (the boot id marks every task of an earlier boot dead), and rename is atomic against a
+ * crash of any process, which is all the plugin and its successor need. */
 static int write_atomic(const char *leaf, const char *content) {
     char tmp[4096], dst[4096];
     path_in_state(dst, sizeof dst, leaf);
@@ -76,13 +78,8 @@ static int write_atomic(const char *leaf, const char *content) {
         }
         off += (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) return -1;
+    if (close(fd) != 0) return -1;
     if (rename(tmp, dst) != 0) return -1;
-    int dfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
     return 0;
 }
 

@@ -37,6 +37,13 @@ class ImageNotFound(ImageError):
     """The registry or local store has no such image, blob or matching platform."""
 
 
+class ImageGone(ImageNotFound):
+    """A cached image's layers went away between finding it and cloning it (removed by another
+    process); starting again pulls it anew."""
+
+    transient = True
+
+
 class DigestMismatch(ImageError):
     """A manifest, config, blob or layer DiffID did not match the digest it was pinned to."""
 

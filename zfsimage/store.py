@@ -36,6 +36,7 @@ from zfsimage import zfs
 from zfsimage.auth import RegistryAuth, credentials_from_helper, from_docker_config
 from zfsimage.digest import chain_ids, hex_of
 from zfsimage.errors import (
+    ImageGone,
     ImageInUse,
     ImageNotFound,
     InvalidName,
@@ -133,6 +134,10 @@ class ImageStore:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._clients: dict[tuple[str, RegistryAuth | None], RegistryClient] = {}
+        # Top snapshots this store has seen committed. A start on a cached image then runs no
+        # `zfs` command before its clone; if one vanished behind our back (another process's
+        # `image rm`), the clone says so and the next ensure_image looks again.
+        self._committed: set[str] = set()
         for sub in ("spool", "locks", "tasks", "layers"):
             (self.mount_root / sub).mkdir(parents=True, exist_ok=True)
         self._setup_datasets()
@@ -326,7 +331,15 @@ class ImageStore:
         return None
 
     def _complete(self, rec: ImageRecord) -> bool:
-        return not rec.chain_ids or zfs.exists(f"{self.layer_dataset(rec.chain_ids[-1])}@{SNAP}")
+        if not rec.chain_ids:
+            return True
+        snap = f"{self.layer_dataset(rec.chain_ids[-1])}@{SNAP}"
+        if snap in self._committed:
+            return True
+        if zfs.exists(snap):
+            self._committed.add(snap)
+            return True
+        return False
 
     def _touch(self, rec: ImageRecord, ref: str, source_digest: str | None) -> ImageRecord:
         with self.records.locked():
@@ -548,8 +561,10 @@ class ImageStore:
         except ZfsError as exc:
             if "already exists" not in exc.stderr:
                 if "does not exist" in exc.stderr or isinstance(exc, ZfsNotFound):
-                    raise ImageNotFound(f"image {image.reference} is not in the store any more; "
-                                        "pull it again") from exc
+                    self._committed.discard(f"{self.layer_dataset(image.chain_id)}@{SNAP}"
+                                            if image.chain_id else "")
+                    raise ImageGone(f"image {image.reference} is not in the store any more; "
+                                    "pull it again") from exc
                 raise
             cur = zfs.get([ds], ["origin", "mounted", "mountpoint"]).get(ds, {})
             want = f"{self.layer_dataset(image.chain_id)}@{SNAP}" if image.chain_id else "-"
@@ -679,6 +694,7 @@ class ImageStore:
                             if "dependent clones" in exc.stderr or "has children" in exc.stderr:
                                 continue
                             raise
+                        self._committed.discard(f"{name}@{SNAP}")
                         removed_layers.append(name)
                         progress = True
         return GcReport(tuple(removed_images), tuple(removed_layers))

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fixtures import images as im
 from zfsimage import zfs
+from zfsimage.errors import ImageGone
 
 
 def test_pull_clone_destroy(make_store, registry) -> None:
@@ -71,6 +72,28 @@ def test_second_pull_and_shared_base_download_nothing(make_store, registry) -> N
     again = store.ensure_image(rb, progress=ev2.append)
     assert again.manifest_digest == img_b.manifest_digest
     assert not [e for e in ev2 if e.phase in ("download", "extract")]
+
+
+def test_layers_removed_behind_the_store_are_pulled_again(make_store, registry) -> None:
+    """A cached image start runs no `zfs` check before its clone: when another process removed
+    the layers, the clone says so with a transient error and the next ensure pulls again."""
+    ref = im.busybox_image(registry, "e2e/vanish", "v1")
+    store = make_store(insecure=[registry.host])
+    img = store.ensure_image(ref)
+    assert store.ensure_image(ref, revalidate=False).manifest_digest == img.manifest_digest
+    assert img.chain_id is not None
+    zfs.destroy(store.layer_dataset(img.chain_id), recursive=True)   # another process's doing
+    cached = store.ensure_image(ref, revalidate=False)                # believes its memory
+    with pytest.raises(ImageGone) as ei:
+        store.clone_rootfs(cached, "xctest-vanish1")
+    assert ei.value.transient and "pull it again" in str(ei.value)
+    assert not zfs.exists(f"{store.ds}/tasks/xctest-vanish1")
+    ev: list = []
+    again = store.ensure_image(ref, revalidate=False, progress=ev.append)
+    assert any(e.phase == "extract" for e in ev)                      # the top layer came back
+    root = store.clone_rootfs(again, "xctest-vanish1")
+    assert (root / "etc/hello").read_text() == im.HELLO + "\n"
+    store.destroy_rootfs("xctest-vanish1")
 
 
 def test_concurrent_pulls_download_once(make_store, registry) -> None:
