@@ -210,8 +210,10 @@ class XcDriver:
             raise StartFailed(f"task {nomad.name!r} of allocation {nomad.alloc_id} is already "
                               f"running as {other}; stop it first", recoverable=False)
         self._names[name] = nomad.id
+        t0 = time.monotonic()
         try:
             image = await self._ensure_image(nomad, cfg)
+            t_image = time.monotonic()
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
                                                       image))
             try:
@@ -227,8 +229,11 @@ class XcDriver:
         entry = TaskEntry(state)
         self._tasks[state.task_id] = entry
         self._watch(entry)
+        t_end = time.monotonic()
         log.info("task started", extra={"task_id": state.task_id, "jail": name,
-                                        "image": state.image_digest})
+                                        "image": state.image_digest,
+                                        "image_ms": round((t_image - t0) * 1000, 1),
+                                        "start_ms": round((t_end - t_image) * 1000, 1)})
         return state
 
     async def _ensure_image(self, nomad: NomadTask, cfg: TaskConfig) -> zfsimage.Image:
