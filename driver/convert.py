@@ -11,9 +11,11 @@ from google.protobuf import timestamp_pb2
 from driver import hclschema as hs
 from driver.events import TaskEvent
 from driver.fingerprint import Fingerprint, Health
+from driver.network import NomadDNS, NomadHosts, NomadNetwork
 from driver.state import HANDLE_VERSION, DriverState, Resources
 from driver.taskspec import NomadMount, NomadTask
 from jails import ExitStatus
+from jails.spec import backend_network_modes
 from plugin_proto import base_pb2, driver_pb2, hclspec_pb2, structs_pb2
 
 # ---- hclspec ----
@@ -148,6 +150,13 @@ _MOUNTS: dict[str, _Caps.MountConfigs.ValueType] = {
     "any": _Caps.ANY_MOUNTS, "none": _Caps.NO_MOUNTS}
 
 
+def capabilities_for(backend: str) -> Capabilities:
+    """What the driver offers on ``backend``: Nomad's group networks (bridge/none/cni, the
+    client makes the netns) only where the jails backend can join a namespace."""
+    group = "netns" in backend_network_modes(backend)
+    return Capabilities(network_isolation_modes=("host", "group") if group else ("host",))
+
+
 def capabilities_to_proto(c: Capabilities) -> driver_pb2.DriverCapabilities:
     return driver_pb2.DriverCapabilities(
         send_signals=c.send_signals, exec=c.exec, fs_isolation=_FS[c.fs_isolation],
@@ -220,7 +229,26 @@ def nomad_task_from_proto(msg: driver_pb2.TaskConfig) -> NomadTask:
                             cpuset=parse_cpuset(res.linux_resources.cpuset_cpus)),
         percent_ticks=float(res.linux_resources.PercentTicks),
         mounts=tuple(NomadMount(m.host_path, m.task_path, m.readonly) for m in msg.mounts),
-        job_name=msg.job_name, task_group_name=msg.task_group_name, namespace=msg.namespace)
+        job_name=msg.job_name, task_group_name=msg.task_group_name, namespace=msg.namespace,
+        network=network_from_proto(msg.network_isolation_spec)
+        if msg.HasField("network_isolation_spec") else None,
+        dns=NomadDNS(tuple(msg.dns.servers), tuple(msg.dns.searches), tuple(msg.dns.options))
+        if msg.HasField("dns") else None)
+
+
+def network_from_proto(msg: driver_pb2.NetworkIsolationSpec) -> NomadNetwork:
+    hosts = (NomadHosts(msg.hostsConfig.hostname, msg.hostsConfig.address)
+             if msg.HasField("hostsConfig") else None)
+    return NomadNetwork(_key_of(_NET, msg.mode), msg.path, MappingProxyType(dict(msg.labels)),
+                        hosts)
+
+
+def network_to_proto(n: NomadNetwork) -> driver_pb2.NetworkIsolationSpec:
+    msg = driver_pb2.NetworkIsolationSpec(mode=_NET[n.mode], path=n.path, labels=dict(n.labels))
+    if n.hosts is not None:
+        msg.hostsConfig.CopyFrom(driver_pb2.HostsConfig(hostname=n.hosts.hostname,
+                                                        address=n.hosts.address))
+    return msg
 
 
 def parse_cpuset(text: str) -> tuple[int, ...]:
@@ -253,7 +281,10 @@ def nomad_task_to_proto(t: NomadTask) -> driver_pb2.TaskConfig:
                 cpuset_cpus=format_cpuset(r.cpuset))),
         mounts=[driver_pb2.Mount(host_path=m.host_path, task_path=m.task_path,
                                  readonly=m.readonly) for m in t.mounts],
-        job_name=t.job_name, task_group_name=t.task_group_name, namespace=t.namespace)
+        job_name=t.job_name, task_group_name=t.task_group_name, namespace=t.namespace,
+        network_isolation_spec=network_to_proto(t.network) if t.network is not None else None,
+        dns=driver_pb2.DNSConfig(servers=t.dns.servers, searches=t.dns.searches,
+                                 options=t.dns.options) if t.dns is not None else None)
 
 
 def exit_result_to_proto(status: ExitStatus | None) -> driver_pb2.ExitResult:

@@ -29,6 +29,7 @@ from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.events import EventBus, TaskEvent
 from driver.hostpaths import resolve_mount_sources
+from driver.network import write_files as write_network_files
 from driver.state import DriverState, Resources, StateError
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
@@ -320,6 +321,7 @@ class XcDriver:
                 # task owns: create it like docker does for a missing bind source.
                 if str(m.source).startswith(real_task_dir.rstrip("/") + "/"):
                     m.source.mkdir(parents=True, exist_ok=True)
+            write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
             handle = rt.start(spec)
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from driver.config import PluginConfig, TaskConfig, check_task_allowed, decode_plugin_config
 from driver.config import decode_task_config as _decode_task_config
-from driver.convert import Capabilities, NomadInfo
+from driver.convert import Capabilities, NomadInfo, capabilities_for
 from driver.driver import XcDriver
 from driver.events import EventBus
 from driver.fingerprint import Fingerprinter
@@ -35,8 +35,11 @@ class XcPlugin:
         self.nomad: NomadInfo | None = None
         self.events = EventBus()
         self.fingerprinter = fingerprinter or Fingerprinter(lambda: self.config)
-        self.capabilities = Capabilities()
         self.driver = XcDriver(self.config, self.events, self.node)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return capabilities_for(self.config.resolved_backend())
 
     def node(self) -> Node:
         if self.nomad is None:

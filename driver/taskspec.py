@@ -21,6 +21,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from driver.config import ConfigError, PluginConfig, TaskConfig
+from driver.network import NomadDNS, NomadNetwork
+from driver.network import plan as network_plan
 from driver.state import Resources
 from jails import JailSpec, Limits, Mount
 from jails.errors import SpecError
@@ -56,6 +58,8 @@ class NomadTask:
     job_name: str = ""
     task_group_name: str = ""
     namespace: str = ""
+    network: NomadNetwork | None = None  # network_isolation_spec (None: host networking)
+    dns: NomadDNS | None = None
 
     @property
     def task_dir(self) -> str:
@@ -206,6 +210,7 @@ def compose(
         raise ConfigError("config.readonly_rootfs", "a read-only root is not supported by this "
                           "version of the xc driver", "remove readonly_rootfs, or set it to false")
     user, group = user_of(image, nomad)
+    net = network_plan(nomad.network, nomad.dns, nomad.task_dir)
     try:
         return JailSpec(
             name=name,
@@ -213,12 +218,14 @@ def compose(
             argv=argv_of(image, task),
             stdout_path=Path(nomad.stdout_path),
             stderr_path=Path(nomad.stderr_path),
-            hostname=task.hostname or "",
+            hostname=task.hostname or net.hostname,
             env=env_of(image, nomad),
             user=user,
             group=group,
             cwd=task.work_dir or image.working_dir or "/",
-            mounts=mounts_of(task, nomad),
+            mounts=mounts_of(task, nomad) + net.mounts,
+            network=net.network,
+            netns_path=net.netns_path,
             limits=limits_of(task, nomad, plugin, node),
             jail_params=tuple(task.jail_params.items()),
         )
@@ -236,4 +243,5 @@ _FIELD_OF = {
     "argv": "config.command", "cwd": "config.work_dir", "hostname": "config.hostname",
     "user": "user", "group": "user", "env": "env", "mounts.target": "config.mount",
     "mounts.source": "config.mount", "jail_params": "config.jail_params",
+    "network": "network", "netns_path": "network",
 }

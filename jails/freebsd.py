@@ -30,7 +30,7 @@ from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
-from jails.runtime import Runtime, env_dict
+from jails.runtime import Runtime, TaskHandle, env_dict
 from jails.spec import JailSpec
 from jails.supervisor import ensure_binary, launch, start_time_via_binary
 from jails.taskdir import TaskDir, TaskPids, set_start_time_probe
@@ -38,6 +38,18 @@ from jails.users import resolve_user
 
 Launcher = Callable[..., TaskPids]
 RACCT_DISABLED = "kern.racct.enable=0: add kern.racct.enable=1 to /boot/loader.conf and reboot"
+
+
+def refuse_network(spec: JailSpec) -> None:
+    """Only host networking: Nomad has no group network (bridge/none/cni) on FreeBSD
+    (nomad#17311), so a namespace to join cannot exist here."""
+    if spec.network != "host":
+        raise SpecError(
+            "network",
+            f"{spec.network!r} (join {spec.netns_path}) is not available on FreeBSD: Nomad has no "
+            'group networking there; use host networking (remove the group network block or set '
+            'mode = "host")',
+        )
 
 
 def _gone(exc: CommandFailed, *needles: str) -> bool:
@@ -75,6 +87,10 @@ class FreeBSDRuntime(Runtime):
         self.cpuset_bin = cpuset_bin
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
+
+    def start(self, spec: JailSpec) -> TaskHandle:
+        refuse_network(spec)  # before any side effect, and before check_host looks for a netns
+        return super().start(spec)
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 

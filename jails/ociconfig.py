@@ -1,9 +1,9 @@
 """JailSpec -> OCI runtime bundle config.json for runc (pure; table-tested).
 
-Shape follows ``runc spec`` with: no network namespace (the task shares the host's addresses, as a
-jail with ip4=inherit does), bind mounts for the task dirs and volumes, the task's user, and
-linux.resources from Limits. Capabilities are Docker's default set so root tasks behave as users
-expect from containers.
+Shape follows ``runc spec`` with: no network namespace of its own (the task shares the host's
+addresses, as a jail with ip4=inherit does, or joins the group's namespace Nomad made), bind
+mounts for the task dirs and volumes, the task's user, and linux.resources from Limits.
+Capabilities are Docker's default set so root tasks behave as users expect from containers.
 """
 
 from __future__ import annotations
@@ -65,6 +65,12 @@ _BASE_MOUNTS: tuple[dict[str, Any], ...] = (
         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"],
     },
 )
+_SYSFS: dict[str, Any] = {
+    "destination": "/sys",
+    "type": "sysfs",
+    "source": "sysfs",
+    "options": ["nosuid", "noexec", "nodev", "ro"],
+}
 MASKED_PATHS = (
     "/proc/acpi",
     "/proc/asound",
@@ -117,6 +123,15 @@ def resources(spec: JailSpec) -> dict[str, Any]:
     return res
 
 
+def namespaces(spec: JailSpec) -> list[dict[str, str]]:
+    """The task's own pid/ipc/uts/mount namespaces; with network "netns" it also joins the
+    existing network namespace (Nomad's group network), else it keeps the host's network."""
+    out = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network == "netns":
+        out.append({"type": "network", "path": spec.netns_path})
+    return out
+
+
 def oci_config(
     spec: JailSpec,
     user: ResolvedUser,
@@ -126,6 +141,10 @@ def oci_config(
     swap_accounting: bool = True,
 ) -> dict[str, Any]:
     mounts = [dict(m) for m in _BASE_MOUNTS]
+    if spec.network == "netns":
+        # In a network namespace of its own the task can have a real sysfs (showing that
+        # namespace's interfaces) instead of the host's /sys.
+        mounts = [dict(_SYSFS) if m["destination"] == "/sys" else m for m in mounts]
     for m in spec.mounts:
         opts = ["rbind", "nosuid", "nodev"]
         if m.readonly:
@@ -157,7 +176,7 @@ def oci_config(
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": namespaces(spec),
             "cgroupsPath": cgroups_path,
             "resources": res,
             "maskedPaths": list(MASKED_PATHS),

@@ -31,7 +31,14 @@ ALLOWED_JAIL_PARAMS = frozenset(
         "osreldate",
     }
 )
-NETWORK_MODES = ("host",)  # the host's addresses (ip4=inherit, ip6=inherit / no netns)
+# "host": the host's addresses (ip4=inherit, ip6=inherit / no netns of its own); "netns": join the
+# existing network namespace at netns_path (Nomad's group network: the client made it).
+NETWORK_MODES = ("host", "netns")
+# Which modes each backend can run: FreeBSD Nomad has no group networking (nomad#17311).
+BACKEND_NETWORK_MODES: Mapping[str, tuple[str, ...]] = {
+    "linux": ("host", "netns"),
+    "freebsd": ("host",),
+}
 TASK_DIR_TARGETS = ("/alloc", "/local", "/secrets")
 
 
@@ -149,6 +156,7 @@ class JailSpec:
     cwd: str = "/"
     mounts: tuple[Mount, ...] = ()
     network: str = "host"
+    netns_path: str = ""  # with network="netns": the namespace to join (/var/run/netns/<id>)
     limits: Limits = field(default_factory=Limits)
     jail_params: tuple[tuple[str, str], ...] = ()
 
@@ -198,6 +206,16 @@ class JailSpec:
             raise SpecError(
                 "network", f"{self.network!r} is not supported; use one of {NETWORK_MODES}"
             )
+        if self.network == "netns":
+            if not self.netns_path:
+                raise SpecError("netns_path", "network 'netns' needs the namespace's path")
+            netns = _abs_clean("netns_path", self.netns_path)
+            if netns != self.netns_path or netns == "/":
+                raise SpecError("netns_path", f"{self.netns_path!r} must be a clean absolute "
+                                "path to a namespace file (e.g. /var/run/netns/<id>)")
+        elif self.netns_path:
+            raise SpecError("netns_path", f"is only valid with network 'netns' (not "
+                            f"{self.network!r}); leave it empty")
         if not isinstance(self.limits, Limits):
             raise SpecError("limits", "must be a jails.Limits")
         params = tuple((str(k), str(v)) for k, v in _pairs(self.jail_params))
@@ -255,3 +273,11 @@ def check_host(spec: JailSpec) -> None:
         p: Path = getattr(spec, fname)
         if not p.parent.is_dir():
             raise SpecError(fname, f"directory {p.parent} does not exist")
+    if spec.network == "netns" and not Path(spec.netns_path).exists():
+        raise SpecError("netns_path", f"network namespace {spec.netns_path} does not exist "
+                        "(the Nomad client creates it before the task starts)")
+
+
+def backend_network_modes(backend: str) -> tuple[str, ...]:
+    """The ``JailSpec.network`` values ``backend`` ("linux" or "freebsd") can run."""
+    return BACKEND_NETWORK_MODES.get(backend, ("host",))
