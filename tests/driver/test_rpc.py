@@ -130,8 +130,24 @@ def test_capabilities_are_truthful(plugin: PluginProcess) -> None:
     assert caps.send_signals and caps.exec
     assert caps.fs_isolation == driver_pb2.DriverCapabilities.IMAGE
     assert caps.mount_configs == driver_pb2.DriverCapabilities.ANY_MOUNTS
-    assert list(caps.network_isolation_modes) == [driver_pb2.NetworkIsolationSpec.HOST]
+    # Linux (this host, backend auto): host and Nomad's group networks (the client makes the
+    # netns, so must_create_network stays false).
+    net = driver_pb2.NetworkIsolationSpec
+    assert list(caps.network_isolation_modes) == [net.HOST, net.GROUP]
     assert not caps.must_create_network and not caps.disable_log_collection
+
+
+def test_capabilities_follow_the_backend(plugin: PluginProcess) -> None:
+    net = driver_pb2.NetworkIsolationSpec
+
+    def modes() -> list[int]:
+        return list(drv(plugin).Capabilities(driver_pb2.CapabilitiesRequest(),
+                                             timeout=TIMEOUT).capabilities.network_isolation_modes)
+
+    set_config(plugin, {"backend": "freebsd"})  # FreeBSD Nomad has no group networks
+    assert modes() == [net.HOST]
+    set_config(plugin, {"backend": "linux"})
+    assert modes() == [net.HOST, net.GROUP]
 
 
 def test_init_and_driver_shutdown_answer_ok(plugin: PluginProcess) -> None:
