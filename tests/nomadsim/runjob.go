@@ -74,6 +74,18 @@ func parseJobFile(path string) (*jobTask, error) {
 		return nil, fmt.Errorf("%s: run-job runs jobs with exactly one `group \"<name>\"` block", path)
 	}
 	jt.Spec.Group = groups[0].Labels[0]
+	nets := blocksOf(groups[0].Body, "network")
+	if len(nets) > 1 {
+		return nil, fmt.Errorf("%s: group %q has more than one network block", path, jt.Spec.Group)
+	}
+	if len(nets) == 1 {
+		ns, ignored, err := parseNetworkBlock(nets[0])
+		if err != nil {
+			return nil, err
+		}
+		jt.Spec.Network = ns
+		jt.Ignored = append(jt.Ignored, ignored...)
+	}
 	tasks := blocksOf(groups[0].Body, "task")
 	if len(tasks) != 1 || len(tasks[0].Labels) != 1 {
 		return nil, fmt.Errorf("%s: run-job runs groups with exactly one `task \"<name>\"` block", path)
@@ -161,6 +173,62 @@ func parseJobFile(path string) (*jobTask, error) {
 		}
 	}
 	return jt, nil
+}
+
+// parseNetworkBlock reads a group's `network { mode, hostname, dns { servers, searches, options } }`;
+// port blocks are listed as ignored (the rig maps no ports: the host reaches a bridge alloc at
+// its own address).
+func parseNetworkBlock(b *hclsyntax.Block) (*NetworkSpec, []string, error) {
+	ns := &NetworkSpec{}
+	if err := stringAttr(b.Body, "mode", &ns.Mode); err != nil {
+		return nil, nil, err
+	}
+	switch ns.Mode {
+	case "", "host", "bridge", "none":
+	default:
+		return nil, nil, fmt.Errorf("%s: network mode %q: the rig emulates host, bridge and none", b.TypeRange, ns.Mode)
+	}
+	if err := stringAttr(b.Body, "hostname", &ns.Hostname); err != nil {
+		return nil, nil, err
+	}
+	var ignored []string
+	for _, inner := range b.Body.Blocks {
+		switch inner.Type {
+		case "dns":
+			d := &DNSSpec{}
+			for name, dst := range map[string]*[]string{"servers": &d.Servers, "searches": &d.Searches, "options": &d.Options} {
+				if err := stringListAttr(inner.Body, name, dst); err != nil {
+					return nil, nil, err
+				}
+			}
+			ns.DNS = d
+		default:
+			ignored = append(ignored, "network."+inner.Type)
+		}
+	}
+	return ns, ignored, nil
+}
+
+func stringListAttr(body *hclsyntax.Body, name string, dst *[]string) error {
+	a := body.Attributes[name]
+	if a == nil {
+		return nil
+	}
+	v, err := attrValue(a)
+	if err != nil {
+		return err
+	}
+	if v.IsNull() || !(v.Type().IsTupleType() || v.Type().IsListType()) {
+		return fmt.Errorf("%s: %s must be a list of strings", a.SrcRange, name)
+	}
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		if e.IsNull() || !e.Type().Equals(cty.String) {
+			return fmt.Errorf("%s: %s must be a list of strings", a.SrcRange, name)
+		}
+		*dst = append(*dst, e.AsString())
+	}
+	return nil
 }
 
 func blocksOf(body *hclsyntax.Body, typ string) []*hclsyntax.Block {
@@ -442,6 +510,13 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 	j.summary.TaskID = taskID
 	j.summary.AllocDir, _ = started["alloc_dir"].(string)
 	j.printf("==> task %s started; alloc dir %s\n", taskID, j.summary.AllocDir)
+	if net, _ := started["network"].(response); net != nil {
+		if addr, _ := net["address"].(string); addr != "" {
+			j.printf("==> network %v: the alloc is at %s (namespace %v)\n", net["mode"], addr, net["netns"])
+		} else {
+			j.printf("==> network %v: namespace %v, loopback only\n", net["mode"], net["netns"])
+		}
+	}
 
 	stopLogs := make(chan struct{})
 	var logsWG sync.WaitGroup

@@ -98,6 +98,7 @@ loop:
 		}
 	}
 	s.killAll()
+	releaseAllNetworks()
 	return 0
 }
 

@@ -52,6 +52,7 @@ type TaskSpec struct {
 	AllocID       string            `json:"alloc_id"` // default: a new uuid
 	TotalCompute  int64             `json:"total_compute_mhz"`
 	ReservedCores int               `json:"cores"`
+	Network       *NetworkSpec      `json:"network"` // the group's network block (network.go)
 }
 
 type VolumeMount struct {
@@ -69,6 +70,7 @@ type TaskRun struct {
 	logs       []*logCopier
 	KillSignal string
 	KillTO     time.Duration
+	net        *allocNet // the alloc's network namespace (nil: host networking)
 }
 
 func (r *TaskRun) paths() response {
@@ -304,10 +306,23 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 		task.Mounts = append(task.Mounts, &drivers.Mount{TaskPath: m.TaskPath, HostPath: m.HostPath, Readonly: m.ReadOnly})
 	}
 	out := run.paths()
+	// The network hook runs before the task: the namespace exists when StartTask comes.
+	net, err := acquireNetwork(s)
+	if err != nil {
+		run.stopLogs()
+		return nil, withFields(fmt.Errorf("network: %w", err), out)
+	}
+	run.net = net
+	if run.net != nil {
+		task.NetworkIsolationSpec = isolationSpec(run.net, s)
+		out["network"] = run.net.describe()
+	}
+	task.Dns = dnsConfig(s)
 	envRaw, _ := json.Marshal(task.Env)
 	enc, err := encodeTaskConfig(ctx, inst, request{"hcl": mustJSON(s.Config), "env": envRaw})
 	if err != nil {
 		run.stopLogs()
+		releaseNetwork(run.net)
 		return nil, withFields(err, out)
 	}
 	task.MsgpackDriverConfig = enc.Msgpack
@@ -315,6 +330,7 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 	resp, err := inst.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: task})
 	if err != nil {
 		run.stopLogs()
+		releaseNetwork(run.net)
 		return nil, withFields(rpcFailure("StartTask", err), out)
 	}
 	// The StartTask call alone: what the driver costs, without the client's own preparation.
@@ -385,6 +401,7 @@ func runTaskDestroy(ctx context.Context, inst *Instance, req request) (response,
 		return nil, rpcFailure("DestroyTask", err)
 	}
 	run.stopLogs()
+	releaseNetwork(run.net)
 	runs.mu.Lock()
 	delete(runs.runs, id)
 	runs.mu.Unlock()
