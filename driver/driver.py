@@ -28,7 +28,7 @@ import zfsimage
 from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone, TaskNotFound
 from driver.events import EventBus, TaskEvent
-from driver.hostpaths import resolve_mount_sources
+from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
 from driver.network import write_files as write_network_files
 from driver.state import DriverState, Resources, StateError
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
@@ -301,7 +301,8 @@ class XcDriver:
             cfg = resolve_mount_sources(cfg, nomad.task_dir,
                                         self.config.volumes.allowed_host_paths)
             spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
-                           nomad=nomad, plugin=self.config, node=self._node())
+                           nomad=resolve_nomad_paths(nomad), plugin=self.config,
+                           node=self._node())
             state = DriverState(
                 task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 
 from driver.config import ConfigError, MountSpec, TaskConfig, under
+from driver.taskspec import NomadTask
 
 
 def resolve_mount_sources(task: TaskConfig, task_dir: str,
@@ -41,3 +42,17 @@ def resolve_mount_sources(task: TaskConfig, task_dir: str,
                                   "not a symbolic link to elsewhere")
         mounts.append(dataclasses.replace(m, source=real))
     return dataclasses.replace(task, mounts=tuple(mounts))
+
+
+def resolve_nomad_paths(nomad: NomadTask) -> NomadTask:
+    """``nomad`` with the alloc dir and the volume_mount host paths resolved.
+
+    The backend binds only resolved paths (it opens them without following symlinks, which is how
+    it notices a component swapped after the checks above), and an operator's data_dir may well
+    sit behind a symlink."""
+    return dataclasses.replace(
+        nomad,
+        alloc_dir=os.path.realpath(nomad.alloc_dir),
+        mounts=tuple(dataclasses.replace(m, host_path=os.path.realpath(m.host_path))
+                     for m in nomad.mounts),
+    )

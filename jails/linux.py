@@ -7,6 +7,7 @@ memory/cpu/pids limits in linux.resources, usage read from the container's cgrou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -21,9 +22,10 @@ from jails.errors import CommandFailed, JailError, NotRunning
 from jails.interactive import InteractiveExec, spawn_interactive
 from jails.model import Usage
 from jails.ociconfig import oci_config, task_env
+from jails.pins import Pins
 from jails.probe import cgroup_mode, probe_host
-from jails.runtime import Runtime, env_dict
-from jails.spec import JailSpec
+from jails.runtime import Runtime, TaskHandle, env_dict
+from jails.spec import JailSpec, Mount
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
 from jails.users import resolve_user
@@ -53,6 +55,9 @@ class LinuxRuntime(Runtime):
         # one CgroupPaths per task: it keeps the task's stats files open between samples
         self._cgroups: dict[str, CgroupPaths] = {}
         self._cg_mu = threading.Lock()
+        self.pins = Pins(self.state_root)
+        self._starting: set[str] = set()  # names between pinning and launch (not garbage)
+        self._pin_mu = threading.Lock()
 
     # ---- helpers -------------------------------------------------------------------------------
 
@@ -79,8 +84,15 @@ class LinuxRuntime(Runtime):
     def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
         user = resolve_user(spec.rootfs, spec.user, spec.group)
         rootfs = os.path.realpath(spec.rootfs)  # runc refuses a symlinked root
+        with self._pin_mu:
+            self._starting.add(spec.name)
+        binds = [i for i, m in enumerate(spec.mounts) if isinstance(m, Mount)]
+        pinned = self.pins.pin(spec.name, [spec.mounts[i].source for i in binds])
+        mounts = list(spec.mounts)
+        for i, at in zip(binds, pinned, strict=True):
+            mounts[i] = dataclasses.replace(mounts[i], source=at)
         config = oci_config(
-            spec,
+            dataclasses.replace(spec, mounts=tuple(mounts)),
             user,
             cgroups_path=self.cgroups_path(spec.name),
             rootfs=rootfs,
@@ -98,6 +110,31 @@ class LinuxRuntime(Runtime):
             "cgroups_path": self.cgroups_path(spec.name),
             "runc_root": str(self.runc_root),
         }
+
+    def start(self, spec: JailSpec) -> TaskHandle:
+        try:
+            return super().start(spec)
+        finally:
+            # the task's mounts exist now (or never will): the pins have done their job
+            self._unpin(spec.name)
+
+    def _unpin(self, name: str) -> None:
+        try:
+            self.pins.release(name)
+        finally:
+            with self._pin_mu:
+                self._starting.discard(name)
+
+    def sweep_garbage(self) -> list[str]:
+        removed = super().sweep_garbage()
+        names = self.pins.names()  # before the busy set: a start joins it before it pins
+        with self._pin_mu:
+            busy = set(self._starting)
+        for name in names:
+            if name not in busy:  # a start that crashed between pinning and launching
+                with contextlib.suppress(JailError):
+                    self.pins.release(name)
+        return removed
 
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
         self.runc_root.mkdir(parents=True, exist_ok=True)

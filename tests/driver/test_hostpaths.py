@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from driver.config import ConfigError, MountSpec, TaskConfig
-from driver.hostpaths import resolve_mount_sources
+from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
+from driver.taskspec import NomadMount, NomadTask
 
 
 def task_with(*mounts: MountSpec) -> TaskConfig:
@@ -72,3 +73,20 @@ def test_no_allow_list_means_any_resolved_host_path(tmp_path: Path) -> None:
     os.symlink(tmp_path / "a", tmp_path / "b")
     out = resolve_mount_sources(task_with(bind(str(tmp_path / "b"))), str(tmp_path / "t"), [])
     assert out.mounts[0].source == str(tmp_path / "a")
+
+
+def test_nomad_dirs_and_volume_mounts_reach_the_backend_resolved(tmp_path: Path) -> None:
+    """An operator's data_dir behind a symlink still works: the backend binds only resolved
+    paths (it refuses a symlink in a bind source, which is how it notices a swap)."""
+    (tmp_path / "disk" / "alloc-1" / "web").mkdir(parents=True)
+    os.symlink(tmp_path / "disk", tmp_path / "nomad-data")
+    (tmp_path / "vols" / "pg").mkdir(parents=True)
+    os.symlink(tmp_path / "vols", tmp_path / "volumes")
+    nomad = NomadTask(id="t", name="web", alloc_id="a", alloc_dir=str(tmp_path / "nomad-data" /
+                      "alloc-1"), stdout_path="/o", stderr_path="/e",
+                      mounts=(NomadMount(str(tmp_path / "volumes" / "pg"), "/pg", True),))
+    out = resolve_nomad_paths(nomad)
+    assert out.alloc_dir == str(tmp_path / "disk" / "alloc-1")
+    assert out.task_dir == str(tmp_path / "disk" / "alloc-1" / "web")
+    assert out.mounts == (NomadMount(str(tmp_path / "vols" / "pg"), "/pg", True),)
+    assert (out.stdout_path, out.name, out.id) == ("/o", "web", "t")

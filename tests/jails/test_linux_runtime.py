@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from jails import JailSpec, Limits, Runtime
+from jails import JailSpec, Limits, Mount, Runtime
+from jails.errors import SpecError
 from tests.jails.conformance import RuntimeConformance
 
 pytestmark = pytest.mark.root
@@ -35,3 +38,41 @@ class TestLinuxRuntime(RuntimeConformance):
         rt.start(spec)
         assert rt.wait(spec.name, 20).exit_code == 0
         assert spec.stdout_path.read_text().split() == ["Cpus_allowed_list:", "0"]
+
+    def test_bind_sources_are_pinned_for_the_start_only(
+        self, rt: Runtime, make_spec: Callable[..., JailSpec], tmp_path: Path
+    ) -> None:
+        src = tmp_path / "vol"
+        src.mkdir()
+        (src / "in").write_text("from the host")
+        spec = make_spec(["/bin/sh", "-c", "cat /vol/in; echo back > /vol/out; sleep 30"],
+                         mounts=(Mount(src, "/vol"),))
+        rt.start(spec)
+        pins_root = rt.state_root / "pins"
+        mounted = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text()
+                   .splitlines() if line.split()[4].startswith(str(pins_root))]
+        assert mounted == []                       # released once runc had made its mounts
+        assert not (pins_root / spec.name).exists()
+        for _ in range(100):
+            if (src / "out").exists():
+                break
+            time.sleep(0.05)
+        assert (src / "out").read_text() == "back\n"  # the task still has its mount
+        rt.destroy(spec.name)
+        assert (src / "in").read_text() == "from the host"
+
+    def test_a_bind_source_swapped_before_the_mount_is_refused(
+        self, rt: Runtime, make_spec: Callable[..., JailSpec], tmp_path: Path
+    ) -> None:
+        (tmp_path / "host-secret").mkdir()
+        (tmp_path / "host-secret" / "key").write_text("secret")
+        (tmp_path / "shared").mkdir()
+        # the driver resolved /shared/app to a plain dir; a task with the shared volume then
+        # replaced "app" with a symlink to a host dir before this start mounted it
+        os.symlink(tmp_path / "host-secret", tmp_path / "shared" / "app")
+        spec = make_spec(["/bin/cat", "/data/key"],
+                         mounts=(Mount(tmp_path / "shared" / "app", "/data"),))
+        with pytest.raises(SpecError, match="symbolic link"):
+            rt.start(spec)
+        assert not rt.exists(spec.name)
+        assert rt.pins.names() == []  # type: ignore[attr-defined]
