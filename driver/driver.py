@@ -316,13 +316,15 @@ class XcDriver:
             rootfs = store.clone_rootfs(image, name)
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
+            write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
             real_task_dir = os.path.realpath(nomad.task_dir)
             for m in spec.mounts:
                 # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
-                # task owns: create it like docker does for a missing bind source.
-                if str(m.source).startswith(real_task_dir.rstrip("/") + "/"):
+                # task owns: create it like docker does for a missing bind source (a file there,
+                # e.g. a template or the network files above, is bound as it is).
+                if (str(m.source).startswith(real_task_dir.rstrip("/") + "/")
+                        and not m.source.exists()):
                     m.source.mkdir(parents=True, exist_ok=True)
-            write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
             handle = rt.start(spec)
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
