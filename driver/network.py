@@ -5,7 +5,9 @@ namespace itself (``/var/run/netns/<alloc_id>``) and passes ``network_isolation_
 its path, and for bridge the alloc's address and hostname); a ``dns {}`` block (or CNI) gives
 ``dns``. Like Nomad's docker driver, the task then gets
 
-- ``/etc/hosts``: localhost lines plus ``<address> <hostname>``, when GROUP carries hosts_config;
+- ``/etc/hosts``: localhost lines plus ``<address> <hostname>``, when GROUP carries a
+  hosts_config with both (Nomad fills it when the docker driver made the network; otherwise the
+  image's /etc/hosts is left alone, as Nomad's exec driver does);
 - ``/etc/resolv.conf``: the given servers/searches/options, each empty list falling back to the
   host's own resolv.conf values; when Nomad gives no dns the image's file is left alone.
 
@@ -85,9 +87,10 @@ def plan(network: NomadNetwork | None, dns: NomadDNS | None, task_dir: str) -> N
                               f"({network.path!r})", "restart the task; if it persists, check "
                               "the Nomad client's network setup")
         mode, netns = "netns", network.path
-        if network.hosts is not None:
-            _check_hosts(network.hosts)
-            hostname = network.hosts.hostname
+        hosts = _hosts_of(network)
+        if hosts is not None:
+            _check_hosts(hosts)
+            hostname = hosts.hostname
     if dns is not None:
         _check_dns(dns)
     private = Path(task_dir) / PRIVATE_DIR
@@ -96,13 +99,22 @@ def plan(network: NomadNetwork | None, dns: NomadDNS | None, task_dir: str) -> N
     return NetworkPlan(mode, netns, hostname, tuple(mounts))
 
 
+def _hosts_of(network: NomadNetwork | None) -> NomadHosts | None:
+    """The group's hosts_config if there is one to write: Nomad's own drivers write no hosts
+    file when either value is empty; neither do we."""
+    if network is None or network.mode != "group" or network.hosts is None:
+        return None
+    h = network.hosts
+    return h if h.hostname and h.address else None
+
+
 def _check_hosts(hosts: NomadHosts) -> None:
     try:
         ipaddress.ip_address(hosts.address)
     except ValueError:
         raise ConfigError("network.hostsConfig.address", f"{hosts.address!r} is not an IP "
                           "address", NETWORK_HINT) from None
-    if not hosts.hostname or not _is_hostname(hosts.hostname):
+    if not _is_hostname(hosts.hostname):
         raise ConfigError("network.hostname", f"{hosts.hostname!r} is not a host name "
                           "(letters, digits, '-' and '.', at most 63 characters)", NETWORK_HINT)
 
@@ -176,8 +188,9 @@ def file_contents(network: NomadNetwork | None, dns: NomadDNS | None, *,
                   host_resolv: str) -> dict[str, str]:
     """target path in the task -> content, for the files the task gets (pure)."""
     out: dict[str, str] = {}
-    if network is not None and network.mode == "group" and network.hosts is not None:
-        out[HOSTS_TARGET] = hosts_file(network.hosts)
+    hosts = _hosts_of(network)
+    if hosts is not None:
+        out[HOSTS_TARGET] = hosts_file(hosts)
     if dns is not None:
         out[RESOLV_TARGET] = resolv_file(dns, host_resolv)
     return out

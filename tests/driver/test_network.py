@@ -127,6 +127,15 @@ def test_dns_mounts_resolv_conf_read_only_in_any_mode() -> None:
                           readonly=True)
 
 
+@pytest.mark.parametrize("hosts", [NomadHosts("", "10.0.0.2"), NomadHosts("web", "")])
+def test_a_half_empty_hosts_config_gives_no_hosts_file(hosts: NomadHosts) -> None:
+    net = NomadNetwork("group", NETNS, hosts=hosts)
+    s = compose_for(nomad(network=net))
+    assert "/etc/hosts" not in {m.target for m in s.mounts}
+    assert s.hostname == "xc-a1b2c3d4-web"
+    assert file_contents(net, None, host_resolv="") == {}
+
+
 def test_a_task_mount_over_etc_hosts_collides_clearly() -> None:
     task = TaskConfig(image="i", mounts=(MountSpec(type="bind", source="local/h",
                                                    target="/etc/hosts", readonly=True,
@@ -146,8 +155,6 @@ def test_a_task_mount_over_etc_hosts_collides_clearly() -> None:
         (NomadNetwork("group", NETNS, hosts=NomadHosts("web", "not-an-ip")), None,
          "network.hostsConfig.address", "not an IP address"),
         (NomadNetwork("group", NETNS, hosts=NomadHosts("bad name", "10.0.0.2")), None,
-         "network.hostname", "not a host name"),
-        (NomadNetwork("group", NETNS, hosts=NomadHosts("", "10.0.0.2")), None,
          "network.hostname", "not a host name"),
         (None, NomadDNS(("dns.example",)), "network.dns.servers", "not an IP address"),
         (None, NomadDNS(searches=("a b",)), "network.dns.searches", "one word"),
