@@ -9,7 +9,8 @@ its path, and for bridge the alloc's address and hostname); a ``dns {}`` block (
   hosts_config with both (Nomad fills it when the docker driver made the network; otherwise the
   image's /etc/hosts is left alone, as Nomad's exec driver does);
 - ``/etc/resolv.conf``: the given servers/searches/options, each empty list falling back to the
-  host's own resolv.conf values; when Nomad gives no dns the image's file is left alone.
+  host's own resolv.conf values (all empty: the host's file); when Nomad gives no dns the
+  image's file is left alone.
 
 Both files are written into Nomad's task dir (``<task_dir>/private/``, which the task itself
 never sees) and bind-mounted read-only: nothing is written through the image's /etc, whose
@@ -154,7 +155,10 @@ def hosts_file(hosts: NomadHosts) -> str:
 
 
 def resolv_file(dns: NomadDNS, host_resolv: str) -> str:
-    """resolv.conf from Nomad's dns; a list Nomad left empty takes the host's own values."""
+    """resolv.conf from Nomad's dns; a list Nomad left empty takes the host's own values, and
+    with all three empty the task gets the host's file as it is (Nomad's resolvconf does both)."""
+    if not (dns.servers or dns.searches or dns.options):
+        return host_resolv
     host = _parse_resolv(host_resolv)
     servers = dns.servers or tuple(host["nameserver"])
     searches = dns.searches or tuple(host["search"])

@@ -191,10 +191,11 @@ def test_resolv_conf_from_nomad() -> None:
 def test_resolv_conf_lists_nomad_left_empty_come_from_the_host() -> None:
     assert resolv_file(NomadDNS(servers=("10.0.0.53",)), HOST_RESOLV).splitlines()[1:] == [
         "nameserver 10.0.0.53", "search corp.example example", "options rotate timeout:1"]
-    assert resolv_file(NomadDNS(), HOST_RESOLV).splitlines()[1:] == [
+    assert resolv_file(NomadDNS(options=("edns0",)), HOST_RESOLV).splitlines()[1:] == [
         "nameserver 192.0.2.1", "nameserver 192.0.2.2", "search corp.example example",
-        "options rotate timeout:1"]
-    assert resolv_file(NomadDNS(), "").splitlines()[1:] == []
+        "options edns0"]
+    assert resolv_file(NomadDNS(), HOST_RESOLV) == HOST_RESOLV  # a dns block with nothing set
+    assert resolv_file(NomadDNS(), "") == ""
 
 
 def test_which_files_a_task_gets() -> None:
