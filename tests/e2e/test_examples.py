@@ -137,7 +137,8 @@ def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Exam
 
 def test_every_example_job_is_covered() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.nomad.hcl")) == [
-        "hello.nomad.hcl", "oom.nomad.hcl", "service.nomad.hcl", "volume.nomad.hcl"]
+        "bridge.nomad.hcl", "hello.nomad.hcl", "oom.nomad.hcl", "service.nomad.hcl",
+        "volume.nomad.hcl"]
 
 
 def test_hello_prints_from_the_image_with_events_and_stats(examples: Examples) -> None:
@@ -211,6 +212,30 @@ def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
     assert "==> got interrupt: stopping the task" in out
     assert "stdout | ticker: got SIGTERM, shutting down" in out
     assert examples.summary("service")["stopped"] is True
+    assert examples.leftovers() == []
+
+
+def test_bridge_job_runs_in_its_own_network_with_the_groups_dns(examples: Examples) -> None:
+    rc, out, s = examples.run("bridge")
+    assert rc == 0, out
+    net = s["network"]
+    assert net["mode"] == "bridge" and net["address"], out
+    assert f"==> network bridge: the alloc is at {net['address']}" in out
+
+    def section(name: str) -> list[str]:
+        lines = s["stdout"]
+        start = lines.index(f"--- {name}") + 1
+        end = next(i for i in range(start, len(lines)) if lines[i].startswith("--- "))
+        return lines[start:end]
+
+    interfaces = {ln.split(":", 1)[0].strip() for ln in section("/proc/net/dev") if ":" in ln}
+    assert interfaces == {"lo", "eth0"}, out
+    alloc_id = s["task_id"].split("/")[0]
+    assert f"{net['address']} {alloc_id[:8]}" in section("/etc/hosts"), out
+    assert s["stdout"][0] == f"hostname: {alloc_id[:8]}"
+    assert [ln for ln in section("/etc/resolv.conf") if not ln.startswith("#")] == [
+        "nameserver 10.0.0.53", "search service.consul", "options ndots:2"], out
+    assert not Path(net["path"]).exists(), "run-job must delete the alloc's netns"
     assert examples.leftovers() == []
 
 

@@ -297,6 +297,7 @@ type runSummary struct {
 	Job      string           `json:"job"`
 	TaskID   string           `json:"task_id,omitempty"`
 	AllocDir string           `json:"alloc_dir,omitempty"`
+	Network  map[string]any   `json:"network,omitempty"` // the group network the rig made
 	Events   []map[string]any `json:"events"`
 	Stats    []map[string]any `json:"stats"`
 	Stdout   []string         `json:"stdout"`
@@ -511,6 +512,7 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 	j.summary.AllocDir, _ = started["alloc_dir"].(string)
 	j.printf("==> task %s started; alloc dir %s\n", taskID, j.summary.AllocDir)
 	if net, _ := started["network"].(response); net != nil {
+		j.summary.Network = net
 		if addr, _ := net["address"].(string); addr != "" {
 			j.printf("==> network %v: the alloc is at %s (namespace %v)\n", net["mode"], addr, net["netns"])
 		} else {
