@@ -32,7 +32,8 @@ from plugin_proto import (
 log = logging.getLogger("servicer")
 
 LIFECYCLE_PENDING = "the task lifecycle is not implemented in this version of the xc driver yet"
-NO_NETWORKS = "not supported: xc runs tasks on the host's network"
+NO_NETWORKS = ("not needed: must_create_network is false, the Nomad client makes a group's "
+               "network namespace and xc tasks join it")
 
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpc ships no type stubs
 

@@ -304,5 +304,6 @@ def test_network_rpcs_answer_a_clear_unimplemented(
 ) -> None:
     err = rpc_error(getattr(drv(plugin), method), request_msg, timeout=TIMEOUT)
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert err.details() == (f"xc: {method}: not supported: xc runs tasks on the host's "
-                             "network")
+    assert err.details() == (f"xc: {method}: not needed: must_create_network is false, the "
+                             "Nomad client makes a group's network namespace and xc tasks join "
+                             "it")
