@@ -12,7 +12,7 @@ from jails.model import ExecResult, ExitStatus, Usage
 from jails.names import jail_name
 from jails.probe import HostProbe, probe_host, resolve_backend
 from jails.runtime import Runtime, TaskHandle
-from jails.spec import JailSpec, Limits, Mount
+from jails.spec import JailSpec, Limits, Mount, Tmpfs
 
 
 def open_runtime(backend: str, state_root: Path, **options: Any) -> Runtime:
@@ -51,6 +51,7 @@ __all__ = [
     "Runtime",
     "SpecError",
     "TaskHandle",
+    "Tmpfs",
     "Usage",
     "jail_name",
     "open_runtime",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jails.spec import JailSpec
+from jails.spec import JailSpec, Mount, Tmpfs
 from jails.users import ResolvedUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -123,6 +123,27 @@ def resources(spec: JailSpec) -> dict[str, Any]:
     return res
 
 
+def tmpfs_options(m: Tmpfs) -> list[str]:
+    """tmpfs(5) options (Linux spells them as FreeBSD does: size in bytes, octal mode)."""
+    opts = ["nosuid", "nodev"]
+    if m.size_bytes:
+        opts.append(f"size={m.size_bytes}")
+    opts.append(f"mode={m.mode:o}")
+    if m.readonly:
+        opts.append("ro")
+    return opts
+
+
+def task_mount(m: Mount | Tmpfs) -> dict[str, Any]:
+    if isinstance(m, Tmpfs):
+        return {"destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                "options": tmpfs_options(m)}
+    opts = ["rbind", "nosuid", "nodev"]
+    if m.readonly:
+        opts.append("ro")
+    return {"destination": m.target, "type": "bind", "source": str(m.source), "options": opts}
+
+
 def namespaces(spec: JailSpec) -> list[dict[str, str]]:
     """The task's own pid/ipc/uts/mount namespaces; with network "netns" it also joins the
     existing network namespace (Nomad's group network), else it keeps the host's network."""
@@ -145,13 +166,7 @@ def oci_config(
         # In a network namespace of its own the task can have a real sysfs (showing that
         # namespace's interfaces) instead of the host's /sys.
         mounts = [dict(_SYSFS) if m["destination"] == "/sys" else m for m in mounts]
-    for m in spec.mounts:
-        opts = ["rbind", "nosuid", "nodev"]
-        if m.readonly:
-            opts.append("ro")
-        mounts.append(
-            {"destination": m.target, "type": "bind", "source": str(m.source), "options": opts}
-        )
+    mounts.extend(task_mount(m) for m in spec.all_mounts())
     process: dict[str, Any] = {
         "terminal": False,
         "user": {"uid": user.uid, "gid": user.gid},
@@ -172,7 +187,9 @@ def oci_config(
     return {
         "ociVersion": "1.0.2",
         "process": process,
-        "root": {"path": rootfs, "readonly": False},
+        # runc makes every mountpoint first and remounts the root read-only last, so mounts
+        # (task dirs, volumes, tmpfs, /dev, /dev/shm) keep their own writability.
+        "root": {"path": rootfs, "readonly": spec.readonly_root},
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": {

@@ -56,6 +56,14 @@ def _abs_clean(fieldname: str, value: str) -> str:
     return posixpath.normpath(value)
 
 
+def _mount_target(value: str, what: str) -> str:
+    # normpath keeps a leading "//" (POSIX allows it a meaning); inside a task it has none.
+    target = "/" + _abs_clean("mounts.target", value).lstrip("/")
+    if target == "/":
+        raise SpecError("mounts.target", f"cannot mount {what} over the task's root '/'")
+    return target
+
+
 @dataclass(frozen=True)
 class Mount:
     """A host directory or file bind-mounted (nullfs on FreeBSD) at ``target`` inside the task."""
@@ -66,10 +74,31 @@ class Mount:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(_abs_clean("mounts.source", str(self.source))))
-        target = _abs_clean("mounts.target", self.target)
-        if target == "/":
-            raise SpecError("mounts.target", "cannot mount over the task's root '/'")
-        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "target", _mount_target(self.target, "a directory"))
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """A fresh memory file system at ``target`` inside the task (tmpfs on both backends).
+
+    size_bytes: its capacity (0: the backend's default, half of RAM on Linux, all of RAM+swap on
+    FreeBSD); mode: its root directory's permissions (docker's default: world-writable + sticky).
+    """
+
+    target: str
+    size_bytes: int = 0
+    mode: int = 0o1777
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", _mount_target(self.target, "a tmpfs"))
+        size = self.size_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise SpecError("mounts.size_bytes", f"{size!r} must be a byte count >= 0 "
+                            "(0 for the backend's default)")
+        mode = self.mode
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise SpecError("mounts.mode", f"{mode!r} must be a permission mode 0..0o7777")
 
 
 def _opt_positive(fieldname: str, value: int | None) -> None:
@@ -155,6 +184,8 @@ class JailSpec:
     group: str | None = None
     cwd: str = "/"
     mounts: tuple[Mount, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()  # memory file systems, mounted among ``mounts`` by depth
+    readonly_root: bool = False  # the rootfs read-only; mounts, /dev and /dev/shm stay as they are
     network: str = "host"
     netns_path: str = ""  # with network="netns": the namespace to join (/var/run/netns/<id>)
     limits: Limits = field(default_factory=Limits)
@@ -202,6 +233,16 @@ class JailSpec:
                 raise SpecError("mounts.target", f"{m.target!r} is mounted twice")
             seen.add(m.target)
         object.__setattr__(self, "mounts", mounts)
+        tmpfs = tuple(self.tmpfs)
+        for t in tmpfs:
+            if not isinstance(t, Tmpfs):
+                raise SpecError("tmpfs", f"{t!r} is not a jails.Tmpfs")
+            if t.target in seen:
+                raise SpecError("mounts.target", f"{t.target!r} is mounted twice")
+            seen.add(t.target)
+        object.__setattr__(self, "tmpfs", tmpfs)
+        if not isinstance(self.readonly_root, bool):
+            raise SpecError("readonly_root", f"{self.readonly_root!r} must be true or false")
         if self.network not in NETWORK_MODES:
             raise SpecError(
                 "network", f"{self.network!r} is not supported; use one of {NETWORK_MODES}"
@@ -229,8 +270,17 @@ class JailSpec:
             _no_nul("jail_params", k + v)
         object.__setattr__(self, "jail_params", params)
 
+    def all_mounts(self) -> tuple[Mount | Tmpfs, ...]:
+        """Bind and tmpfs mounts in mounting order: a parent before its children (stable
+        otherwise), as docker does, so a tmpfs at /data never hides a bind at /data/x."""
+        return tuple(sorted((*self.mounts, *self.tmpfs), key=_depth))
+
     def env_list(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.env]
+
+
+def _depth(m: Mount | Tmpfs) -> int:
+    return m.target.count("/")
 
 
 def _pairs(value: object) -> Iterable[tuple[object, object]]:

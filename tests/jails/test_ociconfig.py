@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jails import JailSpec, Limits, Mount, SpecError
+from jails import JailSpec, Limits, Mount, SpecError, Tmpfs
 from jails.ociconfig import CAPABILITIES, DEFAULT_PATH, oci_config, resources, task_env
 from jails.users import ResolvedUser, resolve_user
 
@@ -146,3 +146,40 @@ def test_resolve_user_never_follows_image_symlinks(tmp_path: Path) -> None:
     (root / "etc" / "passwd").symlink_to(host)
     with pytest.raises(SpecError):
         resolve_user(root, "evil", None)
+
+
+@pytest.mark.parametrize(
+    ("tmpfs", "options"),
+    [
+        (Tmpfs("/tmp"), ["nosuid", "nodev", "mode=1777"]),  # size 0: the kernel's default
+        (Tmpfs("/tmp", 64 * MiB), ["nosuid", "nodev", f"size={64 * MiB}", "mode=1777"]),
+        (Tmpfs("/run", 4096, 0o700), ["nosuid", "nodev", "size=4096", "mode=700"]),
+        (Tmpfs("/ro", 1, 0o755, True), ["nosuid", "nodev", "size=1", "mode=755", "ro"]),
+        (Tmpfs("/z", 0, 0), ["nosuid", "nodev", "mode=0"]),
+    ],
+)
+def test_tmpfs_mount(tmpfs: Tmpfs, options: list[str]) -> None:
+    mounts = oci_config(_spec(tmpfs=[tmpfs]), USER, cgroups_path="/x/y", rootfs="/r")["mounts"]
+    assert mounts[-1] == {
+        "destination": tmpfs.target, "type": "tmpfs", "source": "tmpfs", "options": options,
+    }
+
+
+def test_mounts_parent_before_child_whatever_the_order() -> None:
+    spec = _spec(mounts=[Mount(Path("/h/x"), "/data/x"), Mount(Path("/a"), "/b")],
+                 tmpfs=[Tmpfs("/data")])
+    mounts = oci_config(spec, USER, cgroups_path="/x/y", rootfs="/r")["mounts"]
+    assert [(m["destination"], m["type"]) for m in mounts[-3:]] == [
+        ("/b", "bind"), ("/data", "tmpfs"), ("/data/x", "bind"),
+    ]
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_readonly_root(readonly: bool) -> None:
+    spec = _spec(readonly_root=readonly, mounts=[Mount(Path("/h/alloc"), "/alloc")])
+    cfg = oci_config(spec, USER, cgroups_path="/x/y", rootfs="/real/r")
+    assert cfg["root"] == {"path": "/real/r", "readonly": readonly}
+    # What stays writable is the mounts' own business, not the root's.
+    by_dest = {m["destination"]: m for m in cfg["mounts"]}
+    assert "ro" not in by_dest["/alloc"]["options"]
+    assert "ro" not in by_dest["/dev/shm"]["options"]

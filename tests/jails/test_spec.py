@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jails import JailSpec, Limits, Mount, SpecError, jail_name
+from jails import JailSpec, Limits, Mount, SpecError, Tmpfs, jail_name
 from jails.names import is_valid_name
 from jails.probe import probe_host, racct_reason_for
 from jails.spec import check_host
@@ -56,6 +56,11 @@ def test_defaults_and_normalisation() -> None:
         ({"hostname": "bad host"}, "hostname"),
         ({"network": "bridge"}, "network"),
         ({"mounts": [Mount(Path("/a"), "/x"), Mount(Path("/b"), "/x")]}, "mounts.target"),
+        ({"mounts": [Mount(Path("/a"), "/x")], "tmpfs": [Tmpfs("/x/")]}, "mounts.target"),
+        ({"tmpfs": [Tmpfs("/x"), Tmpfs("/x")]}, "mounts.target"),
+        ({"mounts": [Tmpfs("/x")]}, "mounts"),
+        ({"tmpfs": [Mount(Path("/a"), "/x")]}, "tmpfs"),
+        ({"readonly_root": "yes"}, "readonly_root"),
         ({"jail_params": {"path": "/etc"}}, "jail_params"),
         ({"jail_params": {"exec.start": "sh"}}, "jail_params"),
         ({"stdout_path": Path("out")}, "stdout_path"),
@@ -167,3 +172,44 @@ def test_racct_reasons() -> None:
     assert racct_reason_for(0, "1") == ""
     assert "kern.racct.enable=1 to /boot/loader.conf" in racct_reason_for(0, "0")
     assert "not present in kernel" in racct_reason_for(1, "")
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"target": "tmp"}, "mounts.target"),
+        ({"target": "/"}, "mounts.target"),
+        ({"target": "//"}, "mounts.target"),
+        ({"target": "/a/../b"}, "mounts.target"),
+        ({"target": "/a\0"}, "mounts.target"),
+        ({"size_bytes": -1}, "mounts.size_bytes"),
+        ({"size_bytes": 1.5}, "mounts.size_bytes"),
+        ({"size_bytes": True}, "mounts.size_bytes"),
+        ({"mode": -1}, "mounts.mode"),
+        ({"mode": 0o10000}, "mounts.mode"),
+        ({"mode": "1777"}, "mounts.mode"),
+    ],
+)
+def test_bad_tmpfs_names_the_field(kw: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"target": "/tmp", **kw}
+    with pytest.raises(SpecError) as ei:
+        Tmpfs(**args)  # type: ignore[arg-type]
+    assert ei.value.field == field
+
+
+def test_tmpfs_defaults_and_normalisation() -> None:
+    t = Tmpfs("/run//cache/")
+    assert (t.target, t.size_bytes, t.mode, t.readonly) == ("/run/cache", 0, 0o1777, False)
+    assert Tmpfs("/x", 4096, 0o7777, True).mode == 0o7777
+    s = _spec(mounts=[Mount(Path("/h/c"), "/a/b/c"), Mount(Path("/h"), "/a")],
+              tmpfs=[Tmpfs("/a/b"), Tmpfs("/z")])
+    assert [m.target for m in s.mounts] == ["/a/b/c", "/a"]  # as given
+    assert [m.target for m in s.all_mounts()] == ["/a", "/z", "/a/b", "/a/b/c"]  # parents first
+    assert _spec().readonly_root is False
+
+
+def test_check_host_needs_no_source_for_tmpfs(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    spec = _spec(rootfs=tmp_path / "root", tmpfs=[Tmpfs("/tmp")],
+                 stdout_path=tmp_path / "o", stderr_path=tmp_path / "e")
+    check_host(spec)
