@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from jails.ociconfig import task_env
 from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
 from jails.runtime import Runtime, TaskHandle, env_dict
-from jails.spec import JailSpec
+from jails.spec import JailSpec, Mount, Tmpfs
 from jails.supervisor import ensure_binary, launch, start_time_via_binary
 from jails.taskdir import TaskDir, TaskPids, set_start_time_probe
 from jails.users import resolve_user
@@ -99,15 +100,12 @@ class FreeBSDRuntime(Runtime):
         if user.name is None:
             # jexec -U looks the user up in the jail's passwd by name.
             raise SpecError("user", f"{spec.user!r} must exist in the image's /etc/passwd")
-        mounts = [
-            {"source": str(m.source), "target": str(spec.rootfs) + m.target, "ro": m.readonly}
-            for m in spec.mounts
-        ]
         return {
             "user": user.name,
             "env": task_env(spec, user),
             "cwd": spec.cwd,
-            "mounts": mounts,
+            "mounts": self._mount_plan(spec),
+            "jail_root": str(self._jail_root(spec)),
             "rctl": rctl_rules(spec.name, spec.limits),
         }
 
@@ -116,11 +114,17 @@ class FreeBSDRuntime(Runtime):
         # rctl first: the rules exist before any process of the jail does.
         for rule in meta["rctl"]:
             self._rctl_add(rule)
+        done: list[Mapping[str, Any]] = []
         for m in meta["mounts"]:
-            _ensure_mountpoint(spec.rootfs, m["target"][len(str(spec.rootfs)) :], m["source"])
-            opts = "ro" if m["ro"] else "rw"
-            self.run([self.mount_bin, "-t", "nullfs", "-o", opts, m["source"], m["target"]])
-        self.run(jail_create_argv(spec, self.jail_bin))
+            if m["inner"] is None:
+                Path(m["target"]).mkdir(parents=True, exist_ok=True)
+            else:
+                base, rel = _mountpoint_base(spec.rootfs, done, m["inner"])
+                _ensure_mountpoint(base, rel, want_dir=m["dir"])
+            self.run([self.mount_bin, "-t", m["fs"], "-o", m["opts"], m["source"], m["target"]])
+            done.append(m)
+        jail_root = Path(meta["jail_root"]) if "jail_root" in meta else spec.rootfs
+        self.run(jail_create_argv(dataclasses.replace(spec, rootfs=jail_root), self.jail_bin))
         if spec.limits.cpuset:
             # Pins the jail's root cpuset: every process of the jail, jexec'd ones included.
             jid = self._jid(spec.name)
@@ -140,6 +144,35 @@ class FreeBSDRuntime(Runtime):
             ["exec", *argv],
             env=env,
         )
+
+    def _jail_root(self, spec: JailSpec) -> Path:
+        """The jail's path: the clone itself, or with readonly_root a read-only nullfs view of it
+        that the runtime owns. A view, not the clone made read-only in place: that needs zfs
+        (readonly=on), and nullfs refuses to mount a directory onto itself or below itself; a
+        view may carry further mounts without touching the clone (mount_nullfs(8))."""
+        if spec.readonly_root:
+            return self.state_root / "roots" / spec.name
+        return spec.rootfs
+
+    def _mount_plan(self, spec: JailSpec) -> list[dict[str, Any]]:
+        """The mounts in mounting order (teardown unmounts them in reverse): the read-only root
+        view first, then binds (nullfs) and tmpfs, parents before children. ``inner`` is the
+        mountpoint inside the image (None: the view's own directory), ``dir`` whether it is a
+        directory (a bound file needs a file)."""
+        root = self._jail_root(spec)
+        plan: list[dict[str, Any]] = []
+        if root != spec.rootfs:
+            plan.append({"fs": "nullfs", "opts": "ro", "source": str(spec.rootfs),
+                         "target": str(root), "inner": None, "dir": True})
+        for m in spec.all_mounts():
+            entry: dict[str, Any] = {"target": str(root) + m.target, "inner": m.target}
+            if isinstance(m, Mount):
+                entry.update(fs="nullfs", opts="ro" if m.readonly else "rw",
+                             source=str(m.source), dir=m.source.is_dir())
+            else:
+                entry.update(fs="tmpfs", opts=tmpfs_opts(m), source="tmpfs", dir=True)
+            plan.append(entry)
+        return plan
 
     def _rctl_add(self, rule: str) -> None:
         try:
@@ -180,6 +213,10 @@ class FreeBSDRuntime(Runtime):
             except CommandFailed as exc:
                 if not _gone(exc, "not a file system root", "not mounted", "no such", "invalid"):
                     raise
+        jail_root = (meta or {}).get("jail_root")
+        if jail_root and jail_root != (meta or {}).get("rootfs"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(jail_root)  # the view's mountpoint, unmounted above
         try:
             self.run([self.rctl_bin, "-r", rule_filter(name)])
         except CommandFailed as exc:
@@ -230,9 +267,32 @@ def _with_cwd(cwd: str, argv: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
 
 
-def _ensure_mountpoint(rootfs: Path, target: str, source: str) -> None:
+def tmpfs_opts(m: Tmpfs) -> str:
+    """mount -o for tmpfs(5): size in bytes (absent: all of RAM+swap), octal root mode."""
+    opts = ["nosuid"]
+    if m.size_bytes:
+        opts.append(f"size={m.size_bytes}")
+    opts.append(f"mode={m.mode:o}")
+    if m.readonly:
+        opts.append("ro")
+    return ",".join(opts)
+
+
+def _mountpoint_base(
+    rootfs: Path, done: Sequence[Mapping[str, Any]], inner: str
+) -> tuple[Path, str]:
+    """Where to make the mountpoint of ``inner``: in the innermost mount already made above it
+    (a tmpfs at /alloc/x goes into what is mounted at /alloc), else in the clone itself, which
+    the read-only root view shows as it is."""
+    parents = [d for d in done if d["inner"] is not None and inner.startswith(d["inner"] + "/")]
+    if not parents:
+        return rootfs, inner
+    parent = max(parents, key=lambda d: len(d["inner"]))
+    return Path(parent["target"]), inner[len(parent["inner"]) :]
+
+
+def _ensure_mountpoint(rootfs: Path, target: str, *, want_dir: bool) -> None:
     """Create target below rootfs without following any symlink of the image."""
-    want_dir = Path(source).is_dir()
     fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         parts = [p for p in target.split("/") if p]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from jails import JailSpec, Limits, Mount, Runtime
+from jails import JailSpec, Limits, Mount, Runtime, Tmpfs
 from jails.errors import ExecTimeout, JailExists, JailNotFound, NotRunning, SpecError
 from tests.fixtures.sweep import test_name
 
@@ -400,6 +400,85 @@ class RuntimeConformance:
         assert (alloc / "out").read_text() == "w\n"
         assert not (local / "x").exists()
 
+    def test_tmpfs_mounts_writable_sized_and_moded(
+        self, rt: Runtime, make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec(
+            [
+                "/bin/sh",
+                "-c",
+                "echo hi > /scratch/f && cat /scratch/f; "
+                "stat -c '%a %u' /scratch /priv; "
+                "(cat /bin/busybox > /scratch/big) 2>&1 | grep -o 'No space left'; "  # ~2 MB
+                "echo x > /priv/f 2>/dev/null || echo priv-denied; "
+                "(echo x > /ro/f) 2>&1 | grep -o 'Read-only file system'; "
+                "echo done; exec sleep 30",
+            ],
+            user="xcuser",
+            tmpfs=[
+                Tmpfs("/scratch", size_bytes=MiB, mode=0o1777),
+                Tmpfs("/priv", mode=0o700),
+                Tmpfs("/ro", mode=0o1777, readonly=True),
+            ],
+        )
+        h = rt.start(spec)
+        _wait_for_text(spec.stdout_path, "done")
+        out = spec.stdout_path.read_text()
+        assert out == (
+            "hi\n1777 0\n700 0\nNo space left\npriv-denied\nRead-only file system\ndone\n"
+        ), out
+        # What the task sees mounted (its own view of the mount table, relative to its root).
+        mounts = {line.split()[1]: line.split() for line in _task_mounts(h.pid)}
+        assert [mounts[t][2] for t in ("/scratch", "/priv", "/ro")] == ["tmpfs"] * 3
+        assert "ro" in mounts["/ro"][3].split(",") and "rw" in mounts["/scratch"][3].split(",")
+        rt.destroy(spec.name)
+        assert not (spec.rootfs / "scratch" / "f").exists()  # it was memory, not the image
+
+    def test_readonly_root_keeps_mounts_writable(
+        self, rt: Runtime, make_spec: SpecFactory, tmp_path: Path
+    ) -> None:
+        dirs = {name: tmp_path / f"ro-{name}" for name in ("alloc", "local", "secrets")}
+        for d in dirs.values():
+            d.mkdir()
+        rofile = test_name("rootfile")
+        spec = make_spec(
+            [
+                "/bin/sh",
+                "-c",
+                f"(echo x > /{rofile}) 2>&1 | grep -o 'Read-only file system'; "
+                "(echo x >> /etc/passwd) 2>&1 | grep -o 'Read-only file system'; "
+                "for d in /alloc /local /secrets /tmp /alloc/mem; do echo w > $d/f && echo $d-rw; "
+                "done",
+            ],
+            readonly_root=True,
+            mounts=[Mount(d, f"/{name}") for name, d in dirs.items()],
+            tmpfs=[Tmpfs("/alloc/mem"), Tmpfs("/tmp")],  # one inside a bind mount
+        )
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        assert spec.stdout_path.read_text() == (
+            "Read-only file system\nRead-only file system\n"
+            "/alloc-rw\n/local-rw\n/secrets-rw\n/tmp-rw\n/alloc/mem-rw\n"
+        )
+        assert not (dirs["alloc"] / "mem" / "f").exists()  # in memory, not the host's alloc dir
+        assert all((d / "f").read_text() == "w\n" for d in dirs.values())
+        assert not (spec.rootfs / rofile).exists()
+        rt.destroy(spec.name)
+        # The root is read-only for that task only: the next one writes to the same rootfs.
+        again = make_spec(["/bin/sh", "-c", f"echo x > /{rofile} && rm /{rofile} && echo rw"])
+        rt.start(again)
+        assert rt.wait(again.name, 20).exit_code == 0
+        assert again.stdout_path.read_text() == "rw\n"
+
+    def test_readonly_root_keeps_dev_shm_writable(
+        self, rt: Runtime, make_spec: SpecFactory
+    ) -> None:
+        spec = make_spec(["/bin/sh", "-c", "echo x > /dev/shm/f && echo shm-rw"],
+                         readonly_root=True)
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        assert spec.stdout_path.read_text() == "shm-rw\n"  # as docker run --read-only keeps it
+
     # ---- lifecycle, state and recovery -----------------------------------------------------
 
     def test_concurrent_lifecycles(self, rt: Runtime, make_spec: SpecFactory) -> None:
@@ -478,6 +557,11 @@ class RuntimeConformance:
         assert not rt.exists(half.name)
         assert young.exists()  # may be a start in progress between mkdir and flock
         young.rmdir()
+
+
+def _task_mounts(pid: int) -> list[str]:
+    """The mount table as the task sees it (Linux hosts only: the suite runs on Linux)."""
+    return Path(f"/proc/{pid}/mounts").read_text().splitlines()
 
 
 def _wait_for_text(path: Path, text: str, timeout_s: float = 10.0) -> None:

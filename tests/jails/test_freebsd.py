@@ -9,6 +9,7 @@ for an absent jail, ``jail -c`` parameters as ``key=value`` or bare booleans.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from collections.abc import Collection, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jails import JailSpec, Limits, Mount
+from jails import JailSpec, Limits, Mount, Tmpfs
 from jails.errors import CommandFailed, HostUnsupported, JailExists, SpecError
 from jails.freebsd import FreeBSDRuntime
 from jails.jailparams import jail_create_argv, jail_params
@@ -464,3 +465,97 @@ def test_signal_not_running_after_exit(rt: FreeBSDRuntime, rootfs: Path, tmp_pat
     with pytest.raises(NotRunning):
         rt.signal(spec.name, signal.SIGTERM)
     assert rt.stop(spec.name, signal.SIGTERM, 1).exit_code == 0
+
+
+# ---- tmpfs and readonly_root ----------------------------------------------------------------
+
+
+def test_tmpfs_and_readonly_root_exact_commands(
+    rt: FreeBSDRuntime, recorder: Recorder, rootfs: Path, tmp_path: Path
+) -> None:
+    alloc = tmp_path / "alloc"
+    alloc.mkdir()
+    spec = _spec(
+        rootfs,
+        tmp_path,
+        readonly_root=True,
+        mounts=[Mount(alloc, "/alloc")],
+        tmpfs=[Tmpfs("/tmp", 64 * MiB), Tmpfs("/var/empty", 0, 0o700, readonly=True)],
+    )
+    rt.start(spec)
+    view = rt.state_root / "roots" / spec.name
+    # The read-only view of the clone first, then every mount onto the view, parents first.
+    assert recorder.calls == [
+        ["/sbin/mount", "-t", "nullfs", "-o", "ro", str(rootfs), str(view)],
+        ["/sbin/mount", "-t", "nullfs", "-o", "rw", str(alloc), f"{view}/alloc"],
+        ["/sbin/mount", "-t", "tmpfs", "-o", f"nosuid,size={64 * MiB},mode=1777", "tmpfs",
+         f"{view}/tmp"],
+        ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,mode=700,ro", "tmpfs",
+         f"{view}/var/empty"],
+        jail_create_argv(dataclasses.replace(spec, rootfs=view), "/usr/sbin/jail"),
+    ]
+    assert f"path={view}" in recorder.calls[-1]
+    # Mountpoints were made in the clone (the view is read-only), the view's own dir by us.
+    assert (rootfs / "alloc").is_dir() and (rootfs / "var" / "empty").is_dir() and view.is_dir()
+
+    recorder.calls.clear()
+    recorder.reply(["/usr/sbin/jls"], 1, "", "jls: jail not found\n")
+    rt.destroy(spec.name)
+    assert recorder.calls == [
+        ["/usr/sbin/jls", "-j", "xc-3f2a9c1e-web", "jid"],
+        ["/usr/sbin/jail", "-r", "xc-3f2a9c1e-web"],
+        ["/sbin/umount", "-f", f"{view}/var/empty"],
+        ["/sbin/umount", "-f", f"{view}/tmp"],
+        ["/sbin/umount", "-f", f"{view}/alloc"],
+        ["/sbin/umount", "-f", str(view)],
+        ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
+    ]
+    assert not view.exists()
+
+
+def test_tmpfs_without_readonly_root_mounts_in_the_clone(
+    rt: FreeBSDRuntime, recorder: Recorder, rootfs: Path, tmp_path: Path
+) -> None:
+    spec = _spec(rootfs, tmp_path, tmpfs=[Tmpfs("/var/run", 4096, 0o755)])
+    rt.start(spec)
+    assert recorder.calls == [
+        ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,size=4096,mode=755", "tmpfs",
+         f"{rootfs}/var/run"],
+        jail_create_argv(spec, "/usr/sbin/jail"),
+    ]
+    assert not (rt.state_root / "roots").exists()
+
+
+def test_failed_tmpfs_mount_is_undone(
+    rt: FreeBSDRuntime, recorder: Recorder, launcher: FakeLauncher, rootfs: Path, tmp_path: Path
+) -> None:
+    recorder.reply(["/sbin/mount", "-t", "tmpfs"], 1, "", "mount: tmpfs: Operation not permitted\n")
+    recorder.reply(["/usr/sbin/jls"], 1, "", "jls: jail not found\n")
+    recorder.reply(["/usr/sbin/jail", "-r"], 1, "", 'jail: "xc-3f2a9c1e-web" not found\n')
+    recorder.reply(["/sbin/umount"], 1, "", "umount: /x: not a file system root directory\n")
+    recorder.reply(["/usr/bin/rctl", "-r"], 1, "", ESRCH.format("xc-3f2a9c1e-web"))
+    spec = _spec(rootfs, tmp_path, readonly_root=True, tmpfs=[Tmpfs("/tmp")])
+    with pytest.raises(CommandFailed) as ei:
+        rt.start(spec)
+    assert "Operation not permitted" in str(ei.value)
+    view = rt.state_root / "roots" / spec.name
+    assert recorder.calls[-4:] == [
+        ["/usr/sbin/jail", "-r", "xc-3f2a9c1e-web"],
+        ["/sbin/umount", "-f", f"{view}/tmp"],
+        ["/sbin/umount", "-f", str(view)],
+        ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
+    ]
+    assert launcher.calls == [] and not rt.exists(spec.name) and not view.exists()
+
+
+def test_tmpfs_mountpoint_never_follows_image_symlinks(
+    rt: FreeBSDRuntime, recorder: Recorder, rootfs: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (rootfs / "tmp").symlink_to(outside)
+    with pytest.raises(SpecError) as ei:
+        rt.start(_spec(rootfs, tmp_path, tmpfs=[Tmpfs("/tmp/x")]))
+    assert ei.value.field == "mounts.target"
+    assert recorder.calls == [] or not any(c[0] == "/sbin/mount" for c in recorder.calls)
+    assert not (outside / "x").exists()

@@ -117,6 +117,9 @@ class FakeFreeBSDHost:
                 out = args[2] + "\n"  # the fake's jid is the name
         elif tool == "pkill":
             rc = 0 if self._kill(args[3]) else 1
+        elif tool == "mount" and args[2] == "tmpfs":
+            # tmpfs(5)'s size (bytes) and mode (octal) mean the same to Linux's tmpfs.
+            subprocess.run(["mount", "-t", "tmpfs", "-o", args[4], args[5], args[6]], check=True)
         elif tool == "mount":
             opts, src, dst = args[4], args[5], args[6]
             subprocess.run(["mount", "--bind", src, dst], check=True)
@@ -171,6 +174,8 @@ class TestFreeBSDRuntimeOnFakeHost(RuntimeConformance):
         "test_numeric_user_and_group": "jexec -U needs a user name (see test_freebsd.py)",
         "test_missing_command_fails_start_cleanly": "jexec reports a missing command as an exit",
         "test_exec_timeout_kills_the_command": "the fake jail has no procfs to list processes",
+        "test_readonly_root_keeps_dev_shm_writable": "FreeBSD has no /dev/shm (shm_open(2) "
+        "objects live in the kernel)",
         "test_stats_move": LIMITS,
         "test_memory_limit_oom_kill_reported": LIMITS,
         "test_under_memory_limit_no_oom": LIMITS,
