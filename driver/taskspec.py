@@ -24,7 +24,7 @@ from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.network import NomadDNS, NomadNetwork
 from driver.network import plan as network_plan
 from driver.state import Resources
-from jails import JailSpec, Limits, Mount
+from jails import JailSpec, Limits, Mount, Tmpfs
 from jails.errors import SpecError
 
 ALLOC_TARGET, LOCAL_TARGET, SECRETS_TARGET = "/alloc", "/local", "/secrets"
@@ -174,13 +174,12 @@ def mounts_of(task: TaskConfig, nomad: NomadTask) -> tuple[Mount, ...]:
     ]
     reserved = {m.target for m in out}
     for m in task.mounts:
-        if m.type == "tmpfs":
-            raise ConfigError(f"{m.origin}.type", "tmpfs mounts are not supported by this "
-                              "version of the xc driver", 'use a bind mount of a directory '
-                              'under the task dir instead (source = "local/scratch")')
         if m.target in reserved:
             raise ConfigError(f"{m.origin}", f"{m.target} is where Nomad's directory is mounted",
                               "pick another target")
+        if m.type == "tmpfs":
+            reserved.add(m.target)  # tmpfs_of makes it
+            continue
         source = m.source if m.source.startswith("/") else _inside(nomad.task_dir, m.source,
                                                                    m.origin)
         out.append(Mount(Path(source), m.target, m.readonly))
@@ -196,6 +195,22 @@ def mounts_of(task: TaskConfig, nomad: NomadTask) -> tuple[Mount, ...]:
     return tuple(out)
 
 
+def tmpfs_of(task: TaskConfig) -> tuple[Tmpfs, ...]:
+    """The task's ``mount { type = "tmpfs" }`` blocks; a mode left out is docker's 1777."""
+    out = []
+    for m in task.mounts:
+        if m.type != "tmpfs":
+            continue
+        mode = 0o1777 if m.tmpfs_mode is None else m.tmpfs_mode
+        try:
+            out.append(Tmpfs(m.target, m.tmpfs_size, mode, m.readonly))
+        except SpecError as exc:
+            sub = {"mounts.size_bytes": "tmpfs_options.size", "mounts.mode": "tmpfs_options.mode"}
+            raise ConfigError(f"{m.origin}.{sub.get(exc.field, 'target')}", exc.message,
+                              "fix the mount block") from exc
+    return tuple(out)
+
+
 def compose(
     *,
     name: str,
@@ -206,9 +221,6 @@ def compose(
     plugin: PluginConfig,
     node: Node = Node(),
 ) -> JailSpec:
-    if task.readonly_rootfs:
-        raise ConfigError("config.readonly_rootfs", "a read-only root is not supported by this "
-                          "version of the xc driver", "remove readonly_rootfs, or set it to false")
     user, group = user_of(image, nomad)
     net = network_plan(nomad.network, nomad.dns, nomad.task_dir)
     try:
@@ -224,6 +236,8 @@ def compose(
             group=group,
             cwd=task.work_dir or image.working_dir or "/",
             mounts=mounts_of(task, nomad) + net.mounts,
+            tmpfs=tmpfs_of(task),
+            readonly_root=task.readonly_rootfs,
             network=net.network,
             netns_path=net.netns_path,
             limits=limits_of(task, nomad, plugin, node),

@@ -11,6 +11,7 @@ import pytest
 from driver.config import ConfigError, Limits, MountSpec, PluginConfig, TaskConfig
 from driver.state import Resources
 from driver.taskspec import ImageDefaults, Node, NomadMount, NomadTask, argv_of, compose
+from jails import Tmpfs
 
 IMG = ImageDefaults(entrypoint=("/entry",), cmd=("default", "cmd"),
                     env=("PATH=/bin", "GREETING=hi", "X=img"), working_dir="/srv", user="www")
@@ -159,8 +160,12 @@ def test_mounts_alloc_dirs_task_mounts_and_volume_mounts() -> None:
          "leaves the task directory"),
         (MountSpec("bind", "local", "/alloc", origin="config.mount[0]"), "config.mount[0]",
          "is where Nomad's directory is mounted"),
-        (MountSpec("tmpfs", "", "/scratch", origin="config.mount[1]"), "config.mount[1].type",
-         "tmpfs mounts are not supported"),
+        (MountSpec("tmpfs", "", "/local", origin="config.mount[1]"), "config.mount[1]",
+         "is where Nomad's directory is mounted"),
+        (MountSpec("tmpfs", "", "/x", tmpfs_size=-1, origin="config.mount[2]"),
+         "config.mount[2].tmpfs_options.size", "must be a byte count"),
+        (MountSpec("tmpfs", "", "/x", tmpfs_mode=0o17777, origin="config.mount[0]"),
+         "config.mount[0].tmpfs_options.mode", "must be a permission mode"),
     ],
 )
 def test_bad_mounts(mount: MountSpec, field: str, problem: str) -> None:
@@ -174,7 +179,27 @@ def test_jail_params_pass_through() -> None:
     assert s.jail_params == (("allow.raw_sockets", "1"),)
 
 
-def test_readonly_rootfs_is_refused_not_ignored() -> None:
+@pytest.mark.parametrize("readonly", [False, True])
+def test_readonly_rootfs(readonly: bool) -> None:
+    assert spec(TaskConfig(image="i", readonly_rootfs=readonly)).readonly_root is readonly
+
+
+def test_tmpfs_mounts() -> None:
+    task = TaskConfig(image="i", mounts=(
+        MountSpec("bind", "local/data", "/data", origin="config.mount[0]"),
+        MountSpec("tmpfs", "", "/tmp", origin="config.mount[1]"),
+        MountSpec("tmpfs", "", "/data/cache", True, 64 * 1024 * 1024, 0o700,
+                  origin="config.mount[2]")))
+    s = spec(task)
+    assert s.tmpfs == (Tmpfs("/tmp", 0, 0o1777, False),  # docker's default mode
+                       Tmpfs("/data/cache", 64 * 1024 * 1024, 0o700, True))
+    assert [m.target for m in s.mounts] == ["/alloc", "/local", "/secrets", "/data"]
+    assert [m.target for m in s.all_mounts()][-3:] == ["/data", "/tmp", "/data/cache"]
+
+
+def test_tmpfs_target_taken_by_a_volume_mount() -> None:
+    task = TaskConfig(image="i", mounts=(MountSpec("tmpfs", "", "/shared",
+                                                   origin="config.mount[0]"),))
     with pytest.raises(ConfigError) as err:
-        spec(TaskConfig(image="i", readonly_rootfs=True))
-    assert err.value.field == "config.readonly_rootfs"
+        spec(task, n=nomad(mounts=(NomadMount("/vol/shared", "/shared", True),)))
+    assert err.value.field == "volume_mount[0]"
