@@ -224,23 +224,16 @@ class JailSpec:
         if self.group is not None and (not self.group or ":" in self.group):
             raise SpecError("group", f"{self.group!r} must be a group name or numeric gid")
         object.__setattr__(self, "cwd", _abs_clean("cwd", self.cwd))
-        mounts = tuple(self.mounts)
         seen: set[str] = set()
-        for m in mounts:
-            if not isinstance(m, Mount):
-                raise SpecError("mounts", f"{m!r} is not a jails.Mount")
-            if m.target in seen:
-                raise SpecError("mounts.target", f"{m.target!r} is mounted twice")
-            seen.add(m.target)
-        object.__setattr__(self, "mounts", mounts)
-        tmpfs = tuple(self.tmpfs)
-        for t in tmpfs:
-            if not isinstance(t, Tmpfs):
-                raise SpecError("tmpfs", f"{t!r} is not a jails.Tmpfs")
-            if t.target in seen:
-                raise SpecError("mounts.target", f"{t.target!r} is mounted twice")
-            seen.add(t.target)
-        object.__setattr__(self, "tmpfs", tmpfs)
+        for fname, kind in (("mounts", Mount), ("tmpfs", Tmpfs)):
+            items = tuple(getattr(self, fname))
+            for m in items:
+                if not isinstance(m, kind):
+                    raise SpecError(fname, f"{m!r} is not a jails.{kind.__name__}")
+                if m.target in seen:
+                    raise SpecError("mounts.target", f"{m.target!r} is mounted twice")
+                seen.add(m.target)
+            object.__setattr__(self, fname, items)
         if not isinstance(self.readonly_root, bool):
             raise SpecError("readonly_root", f"{self.readonly_root!r} must be true or false")
         if self.network not in NETWORK_MODES:

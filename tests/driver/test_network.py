@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from driver import convert
-from driver.config import ConfigError, MountSpec, PluginConfig, TaskConfig
+from driver.config import ConfigError, MountSpec, TaskConfig
 from driver.network import (
     NomadDNS,
     NomadHosts,
@@ -23,10 +23,10 @@ from driver.network import (
     resolv_file,
     write_files,
 )
-from driver.state import Resources
-from driver.taskspec import ImageDefaults, Node, NomadTask, compose
+from driver.taskspec import ImageDefaults, NomadTask
 from jails import Mount
 from plugin_proto import driver_pb2
+from tests.driver.test_taskspec import nomad, spec
 
 NETNS = "/var/run/netns/a1b2c3d4-0000-0000-0000-000000000000"
 BRIDGE = NomadNetwork("group", NETNS, MappingProxyType({"docker_sandbox_container_id": "x"}),
@@ -36,21 +36,8 @@ HOST_RESOLV = ("# host\nnameserver 192.0.2.1\nnameserver 192.0.2.2 # second\n"
                "domain old.example\nsearch corp.example example\noptions rotate timeout:1\n")
 
 
-def nomad(**kw: Any) -> NomadTask:
-    base: dict[str, Any] = dict(
-        id="a1b2c3d4-0000-0000-0000-000000000000/web/12345678", name="web",
-        alloc_id="a1b2c3d4-0000-0000-0000-000000000000", alloc_dir="/nomad/alloc/a1",
-        stdout_path="/nomad/alloc/a1/alloc/logs/.web.stdout.fifo",
-        stderr_path="/nomad/alloc/a1/alloc/logs/.web.stderr.fifo",
-        env=MappingProxyType({"K": "v"}), resources=Resources(cpu_mhz=500, memory_mb=128))
-    base.update(kw)
-    return NomadTask(**base)
-
-
 def compose_for(n: NomadTask, task: TaskConfig | None = None) -> Any:
-    return compose(name="xc-a1b2c3d4-web", rootfs=Path("/tank/tasks/xc-a1b2c3d4-web"),
-                   image=ImageDefaults(cmd=("/bin/true",)), task=task or TaskConfig(image="i"),
-                   nomad=n, plugin=PluginConfig(), node=Node(2000, 2))
+    return spec(task, image=ImageDefaults(cmd=("/bin/true",)), n=n)
 
 
 # ---- conversions ----------------------------------------------------------------------------

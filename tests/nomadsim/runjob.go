@@ -210,12 +210,8 @@ func parseNetworkBlock(b *hclsyntax.Block) (*NetworkSpec, []string, error) {
 }
 
 func stringListAttr(body *hclsyntax.Body, name string, dst *[]string) error {
-	a := body.Attributes[name]
-	if a == nil {
-		return nil
-	}
-	v, err := attrValue(a)
-	if err != nil {
+	a, v, err := optionalAttr(body, name)
+	if a == nil || err != nil {
 		return err
 	}
 	if v.IsNull() || !(v.Type().IsTupleType() || v.Type().IsListType()) {
@@ -241,6 +237,16 @@ func blocksOf(body *hclsyntax.Body, typ string) []*hclsyntax.Block {
 	return out
 }
 
+// optionalAttr is body's attribute name and its value; a nil attribute when it is not set.
+func optionalAttr(body *hclsyntax.Body, name string) (*hclsyntax.Attribute, cty.Value, error) {
+	a := body.Attributes[name]
+	if a == nil {
+		return nil, cty.NilVal, nil
+	}
+	v, err := attrValue(a)
+	return a, v, err
+}
+
 func attrValue(a *hclsyntax.Attribute) (cty.Value, error) {
 	v, d := a.Expr.Value(evalContext(nil))
 	if d.HasErrors() {
@@ -250,12 +256,8 @@ func attrValue(a *hclsyntax.Attribute) (cty.Value, error) {
 }
 
 func stringAttr(body *hclsyntax.Body, name string, dst *string) error {
-	a := body.Attributes[name]
-	if a == nil {
-		return nil
-	}
-	v, err := attrValue(a)
-	if err != nil {
+	a, v, err := optionalAttr(body, name)
+	if a == nil || err != nil {
 		return err
 	}
 	if v.IsNull() || !v.Type().Equals(cty.String) {
@@ -266,12 +268,8 @@ func stringAttr(body *hclsyntax.Body, name string, dst *string) error {
 }
 
 func intAttr(body *hclsyntax.Body, name string, dst *int64) error {
-	a := body.Attributes[name]
-	if a == nil {
-		return nil
-	}
-	v, err := attrValue(a)
-	if err != nil {
+	a, v, err := optionalAttr(body, name)
+	if a == nil || err != nil {
 		return err
 	}
 	if v.IsNull() || !v.Type().Equals(cty.Number) {
