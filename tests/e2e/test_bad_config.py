@@ -44,11 +44,11 @@ def test_schema_errors_are_caught_before_start(nomad: Nomad, body: str, with_ima
         ('work_dir = "srv"', "InvalidArgument", "config.work_dir: 'srv' is not an absolute path"),
         ('volumes = ["/etc:/host-etc"]', "InvalidArgument",
          "config.volumes[0]: host path /etc is outside the allowed host paths"),
-        ('mount {\n type = "tmpfs"\n target = "/scratch"\n}', "InvalidArgument",
-         "config.mount[0].type: tmpfs mounts are not supported"),
+        ('mount {\n type = "tmpfs"\n target = "/alloc"\n}', "InvalidArgument",
+         "config.mount[0]: /alloc is where Nomad's directory is mounted"),
         ('command = "/no/such/binary"', "FailedPrecondition", "/no/such/binary"),
     ],
-    ids=["relative-work-dir", "volume-not-allowed", "tmpfs", "missing-binary"],
+    ids=["relative-work-dir", "volume-not-allowed", "tmpfs-over-alloc", "missing-binary"],
 )
 def test_driver_refusals_name_the_field(nomad: Nomad, body: str, code: str, needle: str) -> None:
     before = nomad.leftovers()
