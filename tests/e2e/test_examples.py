@@ -74,9 +74,18 @@ class Examples:
         return {**os.environ, "XC_CGROUP_PARENT": self.cgroup_parent}
 
     def run(self, job: str, *extra: str, timeout: float = 180) -> tuple[int, str, dict[str, Any]]:
-        cp = subprocess.run(self.argv(job, *extra), capture_output=True, text=True,
-                            timeout=timeout, env=self.env())
-        return cp.returncode, cp.stdout + cp.stderr, self.summary(job)
+        # Its own process group: on a timeout the plugin run-job launched goes too, not only
+        # run-job (the plugin would outlive the test otherwise).
+        proc = subprocess.Popen(self.argv(job, *extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=self.env(),
+                                start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            pytest.fail(f"run-job {job} did not finish in {timeout:g} s; its output:\n{out}")
+        return proc.returncode, out, self.summary(job)
 
     def summary(self, job: str) -> dict[str, Any]:
         return dict(json.loads((self.state_dir / f"{job}.summary.json").read_text()))
