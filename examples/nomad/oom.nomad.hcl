@@ -1,5 +1,6 @@
-# A job whose task outgrows its memory limit: the kernel (rctl on FreeBSD, the memory cgroup on
-# Linux) kills it and Nomad reports "OOM Killed" in the task's events.
+# A job whose task outgrows its memory limit: on Linux the memory cgroup kills it and Nomad reports
+# "OOM Killed" in the task's events. (On FreeBSD rctl's memoryuse:deny holds the jail at its limit
+# by paging instead: no kill and no OOM report yet; see jails/README.md.)
 #   nomad job run examples/nomad/oom.nomad.hcl
 #   nomad job status hog               # lists the alloc id
 #   nomad alloc status <alloc id>      # the Terminated event says "OOM Killed: true"
@@ -19,12 +20,12 @@ job "hog" {
       config {
         image   = "127.0.0.1:5000/xc-demo/busybox:1.0"
         command = "/bin/sh"
-        # Doubles a shell string until the 32 MB limit is hit.
+        # One 64 MB buffer (dd's block) filled at once, twice the limit: the kernel cannot find
+        # that much to reclaim and kills the task right away. (Growing memory a little at a time
+        # can instead make a cgroup page its own program in and out for minutes before the kill.)
         args = ["-c", <<-SCRIPT
-          echo "hog: allocating until the 32 MB limit stops me"
-          s=xxxxxxxxxxxxxxxx
-          n=16
-          while true; do s="$s$s"; n=$((n * 2)); echo "hog: holding $n bytes"; done
+          echo "hog: asking for 64 MB under a 32 MB limit"
+          exec dd if=/dev/zero of=/dev/null bs=64M count=1
         SCRIPT
         ]
       }
