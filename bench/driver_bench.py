@@ -9,7 +9,8 @@ zfs-fuse pool, a local registry and runc, like the e2e tests:
 1. StartTask-to-running with a cached image (the StartTask call, which returns once the task
    runs, timed by the rig around the gRPC call; also shown: the rig's whole task runner with the
    client's own alloc dir, FIFOs and config encoding) vs the bare sequence the backend runs for
-   it: `zfs clone` of the image's snapshot + writing a runc bundle + `runc run -d`.
+   it: `zfs clone` of the image's snapshot + writing a runc bundle that asks for what the
+   backend's does (the three task-dir binds, the memory limit, host network) + `runc run -d`.
    Goal: ratio <= 1.5.
 2. Resident memory with --tasks sleeping tasks: the plugin's RSS (vs the same plugin idle), and
    what each task costs outside itself (its supervisor's RSS/PSS; runc leaves no process).
@@ -162,8 +163,9 @@ def bare_destroy(work: Path, cid: str, clone: str) -> None:
         time.sleep(0.05)
 
 
-def bare_template(work: Path) -> None:
-    """`runc spec` edited like the backend's spec (host network, sleep 3600)."""
+def bare_template(work: Path, memory_mib: int = 16) -> None:
+    """`runc spec` edited to ask for what the backend asks for a task: host network, the three
+    task dirs bind-mounted (/alloc, /local, /secrets), the task's memory limit, sleep 3600."""
     tmp = work / "spec"
     tmp.mkdir()
     subprocess.run(["runc", "spec"], cwd=tmp, check=True)
@@ -172,6 +174,17 @@ def bare_template(work: Path) -> None:
     cfg["process"]["args"] = ["/bin/sleep", "3600"]
     cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
     cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] not in ("/sys", "/sys/fs/cgroup")]
+    for d in ("alloc", "local", "secrets"):
+        (work / "taskdirs" / d).mkdir(parents=True)
+        cfg["mounts"].append({"destination": f"/{d}", "type": "bind",
+                              "source": str(work / "taskdirs" / d),
+                              "options": ["rbind", "nosuid", "nodev"]})
+    limit = memory_mib << 20
+    memory: dict[str, int] = {"limit": limit}
+    if Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() or \
+            Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        memory["swap"] = limit              # as the backend does where swap is accounted
+    cfg["linux"].setdefault("resources", {})["memory"] = memory
     (work / "config.template.json").write_text(json.dumps(cfg))
 
 
