@@ -312,11 +312,17 @@ class ExecSession:
         pumps = [asyncio.ensure_future(self._pump(s, fd, queue, exited)) for s, fd in self._outs]
         helpers = [feeder, *pumps]
         pending_closes = len(pumps)
+        resync = self.tty
         try:
             while pending_closes:
                 out = await _next(queue, helpers)
                 if isinstance(out, OutputClosed):
                     pending_closes -= 1
+                elif resync:
+                    # the command is up and talking: make sure its terminal has our size
+                    resync = False
+                    with contextlib.suppress(OSError):
+                        self.ie.resync_size()
                 yield out
             self.exit_code = await exited
             yield Exited(self.exit_code)

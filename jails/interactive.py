@@ -104,6 +104,15 @@ class InteractiveExec:
         with contextlib.suppress(ProcessLookupError):
             self._proc.send_signal(signal.SIGWINCH)
 
+    def resync_size(self) -> None:
+        """Have the terminal's size applied again. runc copies our terminal's size into the
+        container's once, when it receives the container's console, which can race the
+        command's first look at it (a shell's first `stty size` saw 0x0 once)."""
+        if self.master_fd is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGWINCH)
+
     def wait(self, timeout: float | None = None) -> int:
         rc = self._proc.wait(timeout)
         return rc if rc >= 0 else 128 - rc
