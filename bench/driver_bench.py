@@ -97,12 +97,12 @@ def environment() -> Iterator[tuple[Nomad, int]]:
     state_dir.mkdir(parents=True, exist_ok=True)
     rig: Rig | None = None
     nomad: Nomad | None = None
+    rig_dir = Path(tempfile.mkdtemp(prefix="xc-bench-rig-"))
     try:
         image = busybox_image(registry, repo="bench/busybox")
         (state_dir / "allocs").mkdir(exist_ok=True)
         (state_dir / "volumes").mkdir(exist_ok=True)
-        rig = Rig.start(build_rig(Path(tempfile.mkdtemp(prefix="xc-bench-rig-"))),
-                        stderr_path=state_dir / "nomadsim.log")
+        rig = Rig.start(build_rig(rig_dir), stderr_path=state_dir / "nomadsim.log")
         nomad = Nomad(rig, pool, registry, image, state_dir, state_dir / "allocs",
                       state_dir / "volumes")
         pid = int(nomad.launch()["pid"])
@@ -118,6 +118,7 @@ def environment() -> Iterator[tuple[Nomad, int]]:
         registry.stop()
         zpool_fx.destroy_pool(pool)
         zpool_fx.stop_daemon()
+        shutil.rmtree(rig_dir, ignore_errors=True)
 
 
 def start_task(nomad: Nomad, memory: int = 16) -> tuple[TaskRun, float]:
