@@ -298,11 +298,11 @@ class XcDriver:
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
                                      ic.working_dir, ic.user)
             predicted = store.mount_root / "tasks" / name
-            cfg = resolve_mount_sources(cfg, nomad.task_dir,
+            placed = resolve_nomad_paths(nomad)  # its task_dir is resolved
+            cfg = resolve_mount_sources(cfg, placed.task_dir,
                                         self.config.volumes.allowed_host_paths)
             spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
-                           nomad=resolve_nomad_paths(nomad), plugin=self.config,
-                           node=self._node())
+                           nomad=placed, plugin=self.config, node=self._node())
             state = DriverState(
                 task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
@@ -317,13 +317,12 @@ class XcDriver:
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
             write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
-            real_task_dir = os.path.realpath(nomad.task_dir)
+            inside = placed.task_dir.rstrip("/") + "/"
             for m in spec.mounts:
                 # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
                 # task owns: create it like docker does for a missing bind source (a file there,
                 # e.g. a template or the network files above, is bound as it is).
-                if (str(m.source).startswith(real_task_dir.rstrip("/") + "/")
-                        and not m.source.exists()):
+                if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
             handle = rt.start(spec)
             return dataclasses.replace(state, started_at=handle.started_at)

@@ -25,7 +25,7 @@ from jails.ociconfig import oci_config, task_env
 from jails.pins import Pins
 from jails.probe import cgroup_mode, probe_host
 from jails.runtime import Runtime, TaskHandle, env_dict
-from jails.spec import JailSpec, Mount
+from jails.spec import JailSpec
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
 from jails.users import resolve_user
@@ -86,13 +86,11 @@ class LinuxRuntime(Runtime):
         rootfs = os.path.realpath(spec.rootfs)  # runc refuses a symlinked root
         with self._pin_mu:
             self._starting.add(spec.name)
-        binds = [i for i, m in enumerate(spec.mounts) if isinstance(m, Mount)]
-        pinned = self.pins.pin(spec.name, [spec.mounts[i].source for i in binds])
-        mounts = list(spec.mounts)
-        for i, at in zip(binds, pinned, strict=True):
-            mounts[i] = dataclasses.replace(mounts[i], source=at)
+        pinned = self.pins.pin(spec.name, [m.source for m in spec.mounts])
+        mounts = tuple(dataclasses.replace(m, source=at)
+                       for m, at in zip(spec.mounts, pinned, strict=True))
         config = oci_config(
-            dataclasses.replace(spec, mounts=tuple(mounts)),
+            dataclasses.replace(spec, mounts=mounts),
             user,
             cgroups_path=self.cgroups_path(spec.name),
             rootfs=rootfs,

@@ -188,7 +188,8 @@ def test_service_runs_until_stopped_and_shuts_down_on_its_kill_signal(examples: 
 
 def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
     proc = subprocess.Popen(examples.argv("service", "--run-for", "10m"), env=examples.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     seen: list[str] = []
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
@@ -214,7 +215,7 @@ def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
         rest = _drain(lines)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # run-job and the plugin it launched
             proc.wait()
     out = "".join(seen) + rest
     assert proc.returncode == 0, out
