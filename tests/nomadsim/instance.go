@@ -278,12 +278,20 @@ func (s *Stream) end(err error) {
 
 // Poll waits until at least minCount messages arrived, the stream ended, or the timeout passed.
 func (s *Stream) Poll(minCount int, timeout time.Duration) (msgs []map[string]any, ended bool, endErr string) {
-	timer := time.AfterFunc(timeout, func() { s.cond.Broadcast() })
+	// The timer's flag and wakeup go through the mutex: a wakeup sent between the loop's check
+	// and Wait would be lost, and a clock check could disagree with the timer (a Poll on a quiet
+	// stream then slept until the next message, which after a task's exit never came).
+	timedOut := false
+	timer := time.AfterFunc(timeout, func() {
+		s.mu.Lock()
+		timedOut = true
+		s.mu.Unlock()
+		s.cond.Broadcast()
+	})
 	defer timer.Stop()
-	deadline := time.Now().Add(timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.messages) < minCount && !s.ended && time.Now().Before(deadline) {
+	for len(s.messages) < minCount && !s.ended && !timedOut {
 		s.cond.Wait()
 	}
 	return append([]map[string]any(nil), s.messages...), s.ended, s.endErr
