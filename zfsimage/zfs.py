@@ -8,10 +8,14 @@ those verbs are retried here with a short sleep so no caller has to know.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from zfsimage.errors import ZfsBusy, ZfsError, ZfsNotFound
 
@@ -20,6 +24,17 @@ ZPOOL = "zpool"
 BUSY_RETRIES = 100
 BUSY_SLEEP_S = 0.05
 _TIMEOUT_S = 120.0
+
+# zfs-fuse hands each new mount to its FUSE listener through a pipe in two writes (the fs info,
+# then the mountpoint). Two mounts at once interleave them; the listener then reads a length made
+# of mountpoint bytes and blocks in read() holding the lock every FUSE request needs, so all I/O
+# on every dataset hangs for good (zfs-fuse src/zfs-fuse/fuse_listener.c, zfsfuse_newfs). On
+# zfs-fuse the commands that can mount therefore take one host-wide lock; kernel ZFS needs none.
+ZFS_FUSE_SOCKET = Path("/var/run/zfs/zfs_socket")
+MOUNT_LOCK = Path("/run/lock" if os.path.isdir("/run/lock") else "/tmp") / "xc-zfs-fuse-mount.lock"
+_MOUNTING = {ZFS: frozenset({"create", "clone", "mount", "rename", "receive", "recv", "set",
+                             "inherit"}),
+             ZPOOL: frozenset({"create", "import"})}
 
 _NOT_FOUND = ("dataset does not exist", "could not find any snapshots", "no such pool")
 _BUSY = ("dataset is busy", "pool or dataset is busy", "device busy", "is busy")
@@ -39,6 +54,25 @@ def _classify(argv: list[str], rc: int, stderr: str) -> ZfsError:
     return ZfsError(argv, rc, stderr)
 
 
+def mounts_serialized(argv: list[str]) -> bool:
+    """True when this command may mount and the pool is served by zfs-fuse."""
+    verbs = _MOUNTING.get(os.path.basename(argv[0]), frozenset())
+    return len(argv) > 1 and argv[1] in verbs and ZFS_FUSE_SOCKET.exists()
+
+
+@contextlib.contextmanager
+def _mount_lock(argv: list[str]) -> Iterator[None]:
+    if not mounts_serialized(argv):
+        yield
+        return
+    fd = os.open(MOUNT_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # per open file: threads exclude each other too
+        yield
+    finally:
+        os.close(fd)
+
+
 def run(args: Iterable[str], *, tool: str = ZFS, busy_retry: bool = False,
         input_: bytes | None = None) -> str:
     """Run one zfs/zpool command; return stdout or raise a typed ZfsError."""
@@ -46,8 +80,9 @@ def run(args: Iterable[str], *, tool: str = ZFS, busy_retry: bool = False,
     attempts = BUSY_RETRIES if busy_retry else 1
     for attempt in range(attempts):
         try:
-            cp = subprocess.run(argv, input=input_, capture_output=True, timeout=_TIMEOUT_S,
-                                check=False)
+            with _mount_lock(argv):
+                cp = subprocess.run(argv, input=input_, capture_output=True,
+                                    timeout=_TIMEOUT_S, check=False)
         except FileNotFoundError as exc:
             raise ZfsError(argv, 127, str(exc),
                            f"`{tool}` is not installed; install ZFS (zfs-fuse on Linux)") from exc
