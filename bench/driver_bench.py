@@ -51,6 +51,7 @@ from tests.fixtures.nomad import (  # noqa: E402
     _cleanup,
     _remove_cgroups,
     cgroup_parent,
+    pids_with_argv,
     state_dir_path,
 )
 from tests.fixtures.registry import start_registry  # noqa: E402
@@ -76,18 +77,6 @@ def pss_kib(pid: int) -> int:
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker``."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if marker.encode() in (p / "cmdline").read_bytes():
-                out.append(int(p.name))
-    return out
 
 
 @contextlib.contextmanager
@@ -328,7 +317,8 @@ def main() -> int:
         runs = start_many(nomad, a.tasks)
         time.sleep(2)
         busy_rss = rss_kib(pid)
-        sups = processes_with(str(nomad.state_dir / "jails" / "tasks"))
+        tasks_dir = str(nomad.state_dir / "jails" / "tasks")
+        sups = pids_with_argv(lambda w: tasks_dir in w)
         sups = [p for p in sups if p != pid]
         sup_rss = [rss_kib(p) for p in sups]
         sup_pss = [pss_kib(p) for p in sups]

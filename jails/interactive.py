@@ -100,14 +100,13 @@ class InteractiveExec:
         if self.master_fd is None:
             return
         set_winsize(self.master_fd, cols, rows)
-        # runc copies the size of its own terminal (our pty) into the container's on SIGWINCH.
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.send_signal(signal.SIGWINCH)
+        self.resync_size()
 
     def resync_size(self) -> None:
-        """Have the terminal's size applied again. runc copies our terminal's size into the
-        container's once, when it receives the container's console, which can race the
-        command's first look at it (a shell's first `stty size` saw 0x0 once)."""
+        """Have the terminal's size applied again: runc copies the size of its own terminal (our
+        pty) into the container's on SIGWINCH. It also copies it once when it receives the
+        container's console, which can race the command's first look at it (a shell's first
+        `stty size` saw 0x0 once), so a session asks again when the command first speaks."""
         if self.master_fd is None:
             return
         with contextlib.suppress(ProcessLookupError):
