@@ -32,6 +32,7 @@ from zfsimage.limits import LayerLimits
 from zfsimage.names import quote
 from zfsimage.rootfs import DIR_FLAGS, RootFS, raise_fd_limit
 from zfsimage.tarstream import Member, TarReader
+from zfsimage.written import Written, apply_dir_meta
 
 __all__ = ["CorruptLayer", "ExtractStats", "LayerLimits", "apply_layer", "sniff_compression",
            "split_path"]
@@ -105,21 +106,14 @@ class _Applier:
         self.limits = limits
         self.what = what
         self.reader = reader
-        self.unpacked: set[str] = set()      # resolved paths this layer wrote (and parents)
-        self.dirs: dict[tuple[str, ...], tuple[int, int]] = {}   # resolved -> (mode, mtime)
+        self.written = Written()             # this layer's own entries, by resolved path
+        self.resolved: tuple[str, ...] = ()  # where the current entry lands
         self.stats = ExtractStats()
         st = os.statvfs(root)
         self.space = st.f_bavail * st.f_frsize   # what the dataset can still take
 
     def close(self) -> None:
         self.fs.close()
-
-    def _mark(self, resolved: tuple[str, ...]) -> None:
-        for i in range(len(resolved), 0, -1):
-            key = "/".join(resolved[:i])
-            if key in self.unpacked:
-                return
-            self.unpacked.add(key)
 
     def _count(self, m: Member, name: str) -> None:
         lim = self.limits
@@ -155,7 +149,7 @@ class _Applier:
         d = self.fs.dir(comps[:-1], create=True)
         assert d is not None
         leaf = comps[-1]
-        resolved = (*d.resolved, leaf)
+        resolved = self.resolved = (*d.resolved, leaf)
         self.fs.check_depth(resolved, "it")
         if m.kind == "dir":
             self._dir(d.fd, leaf, m, resolved)
@@ -171,7 +165,7 @@ class _Applier:
         else:
             self.stats.note(f"{quote(m.name)}: unsupported tar type {m.typeflag!r} skipped")
             return
-        self._mark(resolved)
+        self.written.add(resolved)
 
     def _dir(self, parent: int, leaf: str, m: Member, resolved: tuple[str, ...]) -> None:
         # create first and look only on EEXIST: one FUSE round trip less per entry
@@ -180,7 +174,7 @@ class _Applier:
         except FileExistsError:
             existing = self.fs.lstat(parent, leaf)
             if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                self.fs.remove(parent, leaf, existing)
+                self._replace(parent, leaf, existing)
                 os.mkdir(leaf, 0o700, dir_fd=parent)
         if m.xattrs:
             fd = os.open(leaf, DIR_FLAGS, dir_fd=parent)
@@ -191,14 +185,13 @@ class _Applier:
                 os.close(fd)
         else:
             os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
-        self.dirs.pop(resolved, None)   # the last entry for a directory decides its mode
-        self.dirs[resolved] = (m.mode, m.mtime)
+        self.written.set_dir(resolved, m.mode, m.mtime)  # the last entry for it decides
 
     def _file(self, parent: int, leaf: str, m: Member) -> None:
         try:
             fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=parent)
         except FileExistsError:
-            self.fs.remove(parent, leaf)
+            self._replace(parent, leaf)
             fd = os.open(leaf, _FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             for offset, data in self.reader.regions(m):
@@ -223,7 +216,7 @@ class _Applier:
         try:
             os.symlink(target, leaf, dir_fd=parent)
         except FileExistsError:
-            self.fs.remove(parent, leaf)
+            self._replace(parent, leaf)
             os.symlink(target, leaf, dir_fd=parent)
         self._own(parent, leaf, m, chmod=False)
 
@@ -241,14 +234,14 @@ class _Applier:
         if existing is not None:
             if (existing.st_dev, existing.st_ino) == (tst.st_dev, tst.st_ino):
                 return  # already that very file
-            self.fs.remove(parent, leaf, existing)
+            self._replace(parent, leaf, existing)
         os.link(tcomps[-1], leaf, src_dir_fd=td.fd, dst_dir_fd=parent, follow_symlinks=False)
 
     def _special(self, parent: int, leaf: str, m: Member) -> bool:
         if m.kind != "fifo" and self.limits.device_nodes != "create":
             self.stats.note(f"{quote(m.name)}: device node skipped")
             return False
-        self.fs.remove(parent, leaf)
+        self._replace(parent, leaf)
         if m.kind == "fifo":
             os.mkfifo(leaf, 0o600, dir_fd=parent)
         else:
@@ -278,6 +271,11 @@ class _Applier:
                 self.stats.note(f"{quote(m.name)}: xattr {quote(attr)} not kept "
                                 f"({os.strerror(exc.errno or 0)})")
 
+    def _replace(self, parent: int, leaf: str, st: os.stat_result | None = None) -> None:
+        """Remove what is at the current entry's place so it can take it (tar semantics)."""
+        if self.fs.remove(parent, leaf, st):
+            self.written.forget_below(self.resolved)
+
     def whiteout(self, comps: tuple[str, ...]) -> None:
         base = comps[-1]
         if base == WH_OPAQUE:
@@ -290,7 +288,7 @@ class _Applier:
         if target in ("", ".", ".."):
             raise UnsafeLayer("the whiteout names no file")
         d = self.fs.dir(comps[:-1], create=False)
-        if d is None or "/".join((*d.resolved, target)) in self.unpacked:
+        if d is None or self.written.has((*d.resolved, target)):
             return  # whiteouts hide lower layers only
         self.fs.remove(d.fd, target)
 
@@ -307,30 +305,24 @@ class _Applier:
             d = self.fs.dir(resolved, create=False)
             if d is None or d.resolved != resolved:
                 continue
+            node = self.written.get(resolved)
             with os.scandir(d.fd) as it:
                 children = [e.name for e in it]
             for child in children:
-                cc = (*resolved, child)
                 st = self.fs.lstat(d.fd, child)
                 if st is None:
                     continue
-                if "/".join(cc) not in self.unpacked:
+                if node is None or child not in node.children:
                     self.fs.remove(d.fd, child, st)
                     d = self.fs.dir(resolved, create=False) or d
                 elif stat.S_ISDIR(st.st_mode):
-                    todo.append(cc)
+                    todo.append((*resolved, child))
 
     def finish_dirs(self) -> None:
-        """Modes and mtimes of this layer's directories, deepest first; a directory that a
-        later entry replaced (by a file, or a symlink on its path) is skipped."""
-        for resolved in sorted(self.dirs, key=len, reverse=True):
-            self.fs.release()
-            mode, mtime = self.dirs[resolved]
-            d = self.fs.dir(resolved, create=False)
-            if d is None or d.resolved != resolved:
-                continue
-            os.fchmod(d.fd, mode)
-            os.utime(d.fd, ns=(mtime * 10**9, mtime * 10**9))
+        """Modes and mtimes of this layer's directories, once every entry is in."""
+        self.fs.invalidate()
+        self.fs.release()
+        apply_dir_meta(self.fs.root_fd, self.written, self.fs.deadline)
 
 
 def _reason(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ from zfsimage.probe import valid_dataset_name
 from zfsimage.puller import Puller
 from zfsimage.records import ImageRecord, RecordStore
 from zfsimage.reference import parse_reference
+from zfsimage.rootfs import raise_fd_limit
 
 __all__ = ["GcReport", "Image", "ImageStore", "PullProgress", "StoreConfig", "config_json"]
 
@@ -48,6 +49,7 @@ class ImageStore:
         if not valid_dataset_name(config.dataset):
             raise InvalidName(f"dataset {config.dataset!r} is not a valid ZFS dataset name")
         self.cfg = config
+        raise_fd_limit()
         self.ds = config.dataset
         self.mount_root = Path(config.mount_root)
         for sub in ("spool", "locks", "tasks", "layers"):
