@@ -45,7 +45,15 @@ _n = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def fuzz_dir(zpool: Pool) -> Iterator[Path]:
+def fuzz_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A zfs-fuse dataset; ``XC_FUZZ_DIR`` runs on any directory instead (quick iterations on
+    the model, e.g. on tmpfs)."""
+    if os.environ.get("XC_FUZZ_DIR"):
+        d = Path(os.environ["XC_FUZZ_DIR"])
+        d.mkdir(parents=True, exist_ok=True)
+        yield d
+        return
+    zpool: Pool = request.getfixturevalue("zpool")
     ds = f"{zpool.name}/fuzz"
     mp = zpool.mount_root / "fuzz"
     zfs.create(ds, {"mountpoint": str(mp)})
