@@ -13,10 +13,13 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,21 @@ from zfsimage.errors import CorruptLayer, ImageError, LimitExceeded, UnsafeLayer
 from zfsimage.extract import ExtractStats, _reason, apply_layer
 from zfsimage.layout import OciLayout
 from zfsimage.platform import Platform
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A directory on tmpfs when there is one: the deep trees here need no disk I/O (which on
+    this kind of host also slows every zfs-fuse pool's sync)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="xctest-hostile-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _apply(tmp_path: Path, layers: list[bytes], limits: LayerLimits | None = None,
@@ -54,21 +72,21 @@ def _refused(tmp_path: Path, layers: list[bytes], kind: type[ImageError],
 
 # -- 1. deep trees ---------------------------------------------------------------------------
 
-def test_deep_tree_through_symlinks_refused_by_resolved_depth(tmp_path: Path) -> None:
-    err = _refused(tmp_path, [deep_tree_layer(1000, group=200)], LimitExceeded)
+def test_deep_tree_through_symlinks_refused_by_resolved_depth(scratch: Path) -> None:
+    err = _refused(scratch, [deep_tree_layer(1000, group=200)], LimitExceeded)
     assert isinstance(err, LimitExceeded) and err.limit == "max_depth"
     assert "after resolving symlinks" in str(err)
 
 
-def test_deep_tree_whiteout_is_iterative(tmp_path: Path) -> None:
+def test_deep_tree_whiteout_is_iterative(scratch: Path) -> None:
     lim = LayerLimits(max_depth=20_000)
-    root, _ = _apply(tmp_path, [deep_tree_layer(10_000)], lim)
+    root, _ = _apply(scratch, [deep_tree_layer(10_000)], lim)
     probe = root / "t"
     depth = 0
     while (probe / "d").is_dir() and depth < 200:
         probe, depth = probe / "d", depth + 1
     assert depth == 200
-    _apply(tmp_path, [tar_bytes([f(".wh.t")] + [f(f".wh.s{k}") for k in range(1, 26)])],
+    _apply(scratch, [tar_bytes([f(".wh.t")] + [f(f".wh.s{k}") for k in range(1, 26)])],
            lim, root)
     assert os.listdir(root) == []
 
@@ -153,7 +171,8 @@ def test_layout_archive_with_a_path_under_a_file(tmp_path: Path) -> None:
 
 # -- 3. fds ----------------------------------------------------------------------------------
 
-def test_3000_directories_under_a_hard_fd_limit_of_1024(tmp_path: Path) -> None:
+def test_3000_directories_under_a_hard_fd_limit_of_1024(scratch: Path) -> None:
+    tmp_path = scratch
     layer = tmp_path / "dirs.gz"
     layer.write_bytes(compress(tar_bytes([d(f"d{i}") for i in range(3000)]), "gzip"))
     (tmp_path / "root").mkdir()
