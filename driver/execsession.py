@@ -18,14 +18,12 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from driver.errors import BadRequest, TaskConflict
+from driver.ports import TaskSource
 from jails import InteractiveExec, Runtime
 from jails.errors import NotRunning
-
-if TYPE_CHECKING:
-    from driver.driver import XcDriver
 
 Stream = Literal["stdout", "stderr"]
 
@@ -437,7 +435,7 @@ async def pump_inputs(
 
 
 def _starter(
-    driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool,
+    driver: TaskSource, task_id: str, argv: Sequence[str], tty: bool,
     size: tuple[int, int] | None = None,
 ) -> Callable[[], InteractiveExec]:
     name = driver.task(task_id).name
@@ -455,7 +453,7 @@ def _starter(
 
 
 async def serve_stream(
-    driver: XcDriver, messages: AsyncIterator[tuple[ExecInput, ...]]
+    driver: TaskSource, messages: AsyncIterator[tuple[ExecInput, ...]]
 ) -> AsyncIterator[ExecOutput]:
     """A whole ``nomad alloc exec`` session: setup first, then the command's output, ``Exited``
     last. Raises ExecProtocolError, TaskNotFound or TaskConflict before any output."""
@@ -474,7 +472,7 @@ async def serve_stream(
 
 
 async def run_once(
-    driver: XcDriver, task_id: str, argv: Sequence[str], timeout_s: float | None
+    driver: TaskSource, task_id: str, argv: Sequence[str], timeout_s: float | None
 ) -> ExecOutcome:
     """A script check: run argv in the task, capture its output, kill it at timeout_s."""
     if not argv or not argv[0]:
