@@ -8,35 +8,25 @@ runs on Linux.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from driver.execmsg import ExecOutcome
-from driver.execsession import run_to_completion
 from jails import JailSpec, Limits, Mount, Runtime, Tmpfs
 from jails.errors import JailExists, JailNotFound, NotRunning, SpecError
+from tests.fixtures.execs import run_in
 from tests.fixtures.sweep import test_name
 
 MiB = 1024 * 1024
 SpecFactory = Callable[..., JailSpec]
 _COUNTER = itertools.count()
-
-
-def run_in(rt: Runtime, name: str, argv: Sequence[str], timeout_s: float, *,
-           env: Mapping[str, str] | None = None, tty: bool = False) -> ExecOutcome:
-    """argv run to completion in task ``name`` with stdin closed, as a script check runs it
-    (the one capture policy: driver.execsession.run_to_completion)."""
-    return asyncio.run(run_to_completion(
-        lambda: rt.exec_interactive(name, argv, tty=tty, env=env), timeout_s))
 
 
 class RuntimeConformance:
