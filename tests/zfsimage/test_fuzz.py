@@ -8,7 +8,7 @@ Hypothesis draws layer stacks from the grammar in fuzz_layers.py and applies the
 - the model (oci_model.py) and the real apply agree: both refuse the same layer, or the tree
   equals the model's.
 
-CI runs ``XC_FUZZ_EXAMPLES`` examples (default 120, derandomised so CI is stable); the longer
+CI runs ``XC_FUZZ_EXAMPLES`` examples (default 300, derandomised so CI is stable); the longer
 campaign is ``python -m bench.image_fuzz``.
 """
 
@@ -39,7 +39,7 @@ from zfsimage import LayerLimits, zfs
 from zfsimage.errors import ImageError
 from zfsimage.extract import apply_layer
 
-EXAMPLES = int(os.environ.get("XC_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("XC_FUZZ_EXAMPLES", "300"))
 CAMPAIGN = bool(os.environ.get("XC_FUZZ_CAMPAIGN"))
 _n = itertools.count()
 
