@@ -363,21 +363,27 @@ def apply_layer(blob: Path, compression: str, root: Path, diff_id: str | None,
         stream = Limited(decompressor(raw, compression), lim.max_bytes, what)
         reader = TarReader(stream, lim)
         ap = _Applier(root, lim, what, reader, deadline)
-        name = None
+        name: str | None = None     # the entry being applied
+        last: str | None = None     # the last entry applied (a bad header comes after it)
         try:
             for m in reader.members():
                 name = m.name
                 deadline()
                 ap.entry(m)
+                name, last = None, m.name
                 if progress is not None:
                     progress(stream.count)
-            name = None
             ap.finish_dirs()
             stream.drain()
         except DigestMismatch:
             raise
         except (ImageError, OSError, ValueError, OverflowError) as exc:
-            where = f"{what}, entry {quote(name)}" if name is not None else what
+            if name is not None:
+                where = f"{what}, entry {quote(name)}"
+            elif last is not None:
+                where = f"{what}, after entry {quote(last)}"
+            else:
+                where = what
             raise _in_context(exc, where) from exc
         finally:
             ap.close()

@@ -332,3 +332,20 @@ def _rewrite_manifest(lay: Path, body: bytes) -> None:
     index = json.loads((lay / "index.json").read_text())
     index["manifests"][0].update(digest=f"sha256:{digest}", size=len(body))
     (lay / "index.json").write_text(json.dumps(index))
+
+
+def test_bad_header_is_placed_after_the_last_good_entry(tmp_path: Path) -> None:
+    layer = rawtar.member("good", b"x") + b"\x01" * 512 + rawtar.END
+    err = _refused(tmp_path, [layer], CorruptLayer)
+    assert "after entry 'good'" in str(err) and "checksum" in str(err)
+
+
+def test_platform_names_from_an_index_are_escaped() -> None:
+    from zfsimage.errors import ImageNotFound
+    from zfsimage.manifest import Descriptor, select_platform
+
+    d = Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "a" * 64, 1,
+                   ("linux\x1b[2J", "evil\nline", None))
+    with pytest.raises(ImageNotFound) as ei:
+        select_platform([d], Platform.parse("linux/amd64"))
+    assert "\n" not in str(ei.value) and "\x1b" not in str(ei.value)
