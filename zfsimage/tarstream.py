@@ -77,7 +77,10 @@ _HIGH = bytes(range(128, 256))
 def _checksum_ok(block: bytes) -> bool:
     """POSIX sums the header bytes as unsigned, with the checksum field as spaces; some old
     tars summed signed bytes, which tar readers accept too."""
-    stored = _num(block[148:156], "chksum")
+    try:
+        stored = _num(block[148:156], "chksum")
+    except CorruptLayer:
+        return False
     blanked = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(blanked)
     if stored == unsigned:
