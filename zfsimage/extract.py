@@ -301,18 +301,23 @@ class _Applier:
             d = self.fs.dir(node.path(), create=False)
             if d is None or d.node is not node:
                 continue
-            with os.scandir(d.fd) as it:
-                children = [e.name for e in it]
-            for child in children:
-                st = self.fs.lstat(d.fd, child)
-                if st is None:
-                    continue
-                mine = node.children.get(child)
-                if mine is None or not mine.written:
-                    self.fs.remove(d.fd, child, st)
-                    d = self.fs.dir(node.path(), create=False) or d
-                elif stat.S_ISDIR(st.st_mode):
-                    todo.append(mine)
+            # our own fd: removals below retire the cache's fds, which we then close at once
+            fd = os.dup(d.fd)
+            try:
+                with os.scandir(fd) as it:
+                    children = [e.name for e in it]
+                for child in children:
+                    st = self.fs.lstat(fd, child)
+                    if st is None:
+                        continue
+                    mine = node.children.get(child)
+                    if mine is None or not mine.written:
+                        self.fs.remove(fd, child, st)
+                        self.fs.release()
+                    elif stat.S_ISDIR(st.st_mode):
+                        todo.append(mine)
+            finally:
+                os.close(fd)
 
     def finish_dirs(self) -> None:
         """Modes and mtimes of this layer's directories, once every entry is in."""

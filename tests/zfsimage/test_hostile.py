@@ -172,21 +172,26 @@ def test_layout_archive_with_a_path_under_a_file(tmp_path: Path) -> None:
 # -- 3. fds ----------------------------------------------------------------------------------
 
 def test_3000_directories_under_a_hard_fd_limit_of_1024(scratch: Path) -> None:
-    tmp_path = scratch
-    layer = tmp_path / "dirs.gz"
-    layer.write_bytes(compress(tar_bytes([d(f"d{i}") for i in range(3000)]), "gzip"))
-    (tmp_path / "root").mkdir()
+    """Both the directory cache and an opaque whiteout over 3,000 lower entries stay within a
+    hard fd limit of 1024."""
+    lower = scratch / "lower.gz"
+    lower.write_bytes(compress(tar_bytes([d(f"d{i}") for i in range(3000)] + [d("a")]
+                                         + [d(f"a/s{i}") for i in range(3000)]), "gzip"))
+    upper = scratch / "upper.gz"
+    upper.write_bytes(compress(tar_bytes([f("a/.wh..wh..opq"), f("a/new", "n")]), "gzip"))
+    (scratch / "root").mkdir()
     code = ("import sys; from pathlib import Path; from zfsimage.extract import apply_layer;"
-            "apply_layer(Path(sys.argv[1]), 'gzip', Path(sys.argv[2]), None)")
+            "[apply_layer(Path(p), 'gzip', Path(sys.argv[3]), None) for p in sys.argv[1:3]]")
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
-    cp = subprocess.run([sys.executable, "-c", code, str(layer), str(tmp_path / "root")],
-                        preexec_fn=limit, capture_output=True, text=True, timeout=120,
-                        cwd=Path(__file__).parents[2])
+    cp = subprocess.run([sys.executable, "-c", code, str(lower), str(upper),
+                         str(scratch / "root")], preexec_fn=limit, capture_output=True,
+                        text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert cp.returncode == 0, cp.stderr[-2000:]
-    assert len(os.listdir(tmp_path / "root")) == 3000
+    assert len(os.listdir(scratch / "root")) == 3001
+    assert os.listdir(scratch / "root" / "a") == ["new"]
 
 
 # -- 4. bounded work -------------------------------------------------------------------------
