@@ -33,7 +33,7 @@ class Spec:
     """An entry plus how it is rendered (the hostile extensions)."""
 
     entry: Entry
-    fmt: str = "pax"                   # pax | gnu | ustar
+    fmt: str = "pax"                   # pax | gnu | ustar | sparse (old GNU, a hole inside)
     pax: dict[str, str] = field(default_factory=dict)
     raw_pax: tuple[tuple[str, str], ...] = ()   # records written before the header by hand
 
@@ -64,7 +64,14 @@ def specs(draw: st.DrawFn, hostile: bool = False) -> Spec:
               uid=draw(st.sampled_from(IDS)), gid=draw(st.sampled_from(IDS)),
               data=draw(st.binary(max_size=40)) if kind == "reg" else b"", link=link,
               mtime=draw(st.sampled_from([0, 1_700_000_000, 2**33])))
-    fmt = draw(st.sampled_from(["pax", "pax", "gnu", "ustar"]))
+    fmt = draw(st.sampled_from(["pax", "pax", "gnu", "ustar", "sparse"]))
+    if fmt == "sparse":
+        if kind != "reg" or len(name.encode()) > 100 or not 0 <= e.mtime < 8**11:
+            fmt = "pax"
+        else:   # the file holds a hole of 100 bytes in the middle and 7 at the end
+            h = len(e.data) // 2
+            e = Entry(e.name, "reg", e.mode, e.uid, e.gid,
+                      e.data[:h] + bytes(100) + e.data[h:] + bytes(7), mtime=e.mtime)
     pax: dict[str, str] = {}
     extra = draw(st.integers(0, 7))
     if extra == 0:
@@ -98,9 +105,20 @@ _TYPES = {"dir": tarfile.DIRTYPE, "reg": tarfile.REGTYPE, "sym": tarfile.SYMTYPE
 _FORMATS = {"pax": tarfile.PAX_FORMAT, "gnu": tarfile.GNU_FORMAT, "ustar": tarfile.USTAR_FORMAT}
 
 
+def _sparse(s: Spec) -> bytes:
+    e = s.entry
+    n = len(e.data) - 107
+    h = n // 2
+    stored = e.data[:h] + e.data[h + 100:h + 100 + n - h]
+    return rawtar.old_gnu_sparse(e.name, [(0, h), (h + 100, n - h)], len(e.data), stored,
+                                 mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime)
+
+
 def render_one(s: Spec) -> bytes | None:
     """Tar bytes of one entry, or None when ``tarfile`` cannot write it in that format."""
     e = s.entry
+    if s.fmt == "sparse":
+        return (rawtar.pax(list(s.raw_pax)) if s.raw_pax else b"") + _sparse(s)
     ti = tarfile.TarInfo(e.name)
     ti.type = _TYPES[e.kind]
     ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, e.mtime
