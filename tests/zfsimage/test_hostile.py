@@ -354,3 +354,40 @@ def test_platform_names_from_an_index_are_escaped() -> None:
     with pytest.raises(ImageNotFound) as ei:
         select_platform([d], Platform.parse("linux/amd64"))
     assert "\n" not in str(ei.value) and "\x1b" not in str(ei.value)
+
+
+# -- the CLI: limits from options, one line for bugs too -------------------------------------
+
+def _cli(store, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    import io
+
+    from zfsimage.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["--dataset", store.ds, "--mount-root", str(store.mount_root), *argv], out, err)
+    return rc, err.getvalue()
+
+
+def test_cli_limit_options_reach_the_store(make_store, tmp_path: Path) -> None:
+    from tests.fixtures.images import build_image, write_layout
+
+    built = build_image([tar_bytes([f(f"l{i}", str(i))]) for i in range(3)])
+    lay = write_layout(tmp_path / "lay", built)
+    store = make_store()
+    rc, err = _cli(store, "import", "-q", "--max-layers", "2", str(lay), "xctest/three:1")
+    assert rc == 1 and err.count("\n") == 1 and "max_layers" in err and "3 layers" in err
+    rc, err = _cli(store, "import", "-q", "--max-bytes", "12X", str(lay), "xctest/three:1")
+    assert rc == 2   # a size that is not one is a usage error
+    rc, err = _cli(store, "import", "-q", "--max-bytes", "1M", str(lay), "xctest/three:1")
+    assert rc == 0, err
+
+
+def test_cli_unexpected_error_is_one_line(make_store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("a bug\nwith a second line")
+
+    monkeypatch.setattr("zfsimage.store.ImageStore.list_images", boom)
+    rc, err = _cli(store, "list")
+    assert rc == 70 and err.count("\n") == 1 and "RuntimeError" in err and "Traceback" not in err
