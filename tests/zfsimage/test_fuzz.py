@@ -8,8 +8,13 @@ Hypothesis draws layer stacks from the grammar in fuzz_layers.py and applies the
 - the model (oci_model.py) and the real apply agree: both refuse the same layer, or the tree
   equals the model's.
 
-CI runs ``XC_FUZZ_EXAMPLES`` examples (default 300, derandomised so CI is stable); the longer
-campaign is ``python -m bench.image_fuzz``.
+Two more properties: archives with bytes flipped and cut anywhere never end in anything but one
+ImageError line; and the same stacks imported through ``ImageStore.import_layout`` (layout dir or
+archive) leave no debris when refused (no layer dataset without its commit snapshot, no spool
+file, no temp dir, no mount) and give a task clone equal to the model when accepted.
+
+CI runs ``XC_FUZZ_EXAMPLES`` examples (default 300; a twentieth of them through the store;
+derandomised so CI is stable); the longer campaign is ``python -m bench.image_fuzz``.
 """
 
 from __future__ import annotations
