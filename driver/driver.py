@@ -29,7 +29,7 @@ from driver.events import EventBus, TaskEvent
 from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
 from driver.network import write_files as write_network_files
 from driver.ports import Images
-from driver.pull import pull_image
+from driver.pull import image_failure, pull_image
 from driver.state import DriverState, StateError
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from driver.taskstore import Outcome, TaskEntry, TaskStore
@@ -395,7 +395,7 @@ def _start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseE
     if isinstance(exc, SpecError):
         return ConfigError(spec_field(exc.field), exc.message, "fix the task config")
     if isinstance(exc, ImageError):
-        return StartFailed(f"image {cfg.image}: {exc}", exc.transient)
+        return image_failure(cfg.image, exc)
     if isinstance(exc, JailError):
         return StartFailed(f"task {nomad.name!r} could not start: {exc}", recoverable=False)
     return exc

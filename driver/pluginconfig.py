@@ -17,7 +17,9 @@ from driver import cty, options
 from driver import hclschema as hs
 from driver import values as val
 from driver.hclschema import ConfigError
+from driver.imagelimits import ImageLimitsBlock, to_layer_limits
 from driver.options import block, option
+from zfsimage.limits import LayerLimits
 
 _HOSTPORT_RE = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
@@ -131,6 +133,8 @@ class PluginConfig:
     pull_activity_timeout: timedelta = option(
         "string", 'set pull_activity_timeout to a duration such as "2m"', default="2m",
         parse=val.duration)
+    # every bound on an image (zfsimage.LayerLimits), each raisable: image_limits { max_... }
+    image_limits: LayerLimits = block(ImageLimitsBlock, parse=to_layer_limits)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":
