@@ -40,5 +40,13 @@ plugin "xc" {
       maxproc   = 4096
       openfiles = 65536
     }
+
+    # Bounds on every pulled image; a task whose image hits one fails with an error naming the
+    # option (image_limits.<field>) to raise for an image you trust. Unset: the defaults shown.
+    image_limits {
+      max_bytes   = "64G"                       # uncompressed bytes of one layer
+      max_entries = 1000000                     # tar entries in one layer
+      max_layers  = 256                         # layers of one image
+    }
   }
 }
