@@ -117,8 +117,9 @@ def parse_descriptor(obj: Any, what: str) -> Descriptor:
     if isinstance(p, dict):
         plat = (str(p.get("os", "")), str(p.get("architecture", "")),
                 str(p["variant"]) if p.get("variant") else None)
-    urls = obj.get("urls") or ()
-    return Descriptor(str(mt), str(digest), size, plat, tuple(str(u) for u in urls))
+    urls = obj.get("urls")
+    return Descriptor(str(mt), str(digest), size, plat,
+                      tuple(str(u) for u in urls) if isinstance(urls, list) else ())
 
 
 def media_type_of(data: bytes, content_type: str | None) -> str:
