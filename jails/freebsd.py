@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jails import _cmd
+from jails.devd import DEVD_SEQPACKET_SOCKET, watch_arg
 from jails.errors import (
     CommandFailed,
     HostUnsupported,
@@ -77,6 +78,7 @@ class FreeBSDRuntime(Runtime):
         umount_bin: str = "/sbin/umount",
         pkill_bin: str = "/bin/pkill",
         cpuset_bin: str = "/usr/bin/cpuset",
+        devd_socket: str = DEVD_SEQPACKET_SOCKET,
     ) -> None:
         super().__init__(state_root)
         self.run = runner
@@ -86,6 +88,7 @@ class FreeBSDRuntime(Runtime):
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
+        self.devd_socket = devd_socket
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
 
@@ -133,17 +136,27 @@ class FreeBSDRuntime(Runtime):
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
         argv = [self.jexec_bin, "-U", meta["user"], spec.name, *_with_cwd(spec.cwd, spec.argv)]
         env = env_dict(meta["env"])
+        oom = self._oom_watch(spec)
         if self._launcher is not None:
-            return self._launcher(task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env)
+            return self._launcher(
+                task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env, oom=oom
+            )
         return launch(
             ensure_binary(self.state_root),
             task,
             spec.stdout_path,
             spec.stderr_path,
-            None,
+            oom,
             ["exec", *argv],
             env=env,
         )
+
+    def _oom_watch(self, spec: JailSpec) -> str | None:
+        """What the supervisor watches for OOM kills: devd's RCTL notifications of this jail's
+        memory rule (jails.rctl.memory_rules), when it has one."""
+        if spec.limits.memory_hard_bytes is None:
+            return None
+        return watch_arg(spec.name, self.devd_socket)
 
     def _jail_root(self, spec: JailSpec) -> Path:
         """The jail's path: the clone itself, or with readonly_root a read-only nullfs view of it
