@@ -325,8 +325,10 @@ class RuntimeConformance:
         rt.destroy(spec.name)
 
     def test_memory_limit_oom_kill_reported(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        # 128 MiB touched at once, then held: the memory cgroup kills during the fill; FreeBSD's
+        # racct samples RSS about once a second, so the task must stay over the limit until then.
         spec = make_spec(
-            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+            ["/bin/awk", 'BEGIN { s = sprintf("%134217728s", ""); while (1) {} }'],
             limits=Limits(memory_bytes=16 * MiB),
         )
         rt.start(spec)
@@ -335,8 +337,9 @@ class RuntimeConformance:
         assert st.signal == signal.SIGKILL
 
     def test_under_memory_limit_no_oom(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        # 16 MiB held for longer than FreeBSD's once-a-second RSS sampling, under the hard limit.
         spec = make_spec(
-            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=4"],
+            ["/bin/awk", 'BEGIN { s = sprintf("%16777216s", ""); system("sleep 2") }'],
             limits=Limits(memory_bytes=32 * MiB, memory_max_bytes=64 * MiB),
         )
         rt.start(spec)
