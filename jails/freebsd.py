@@ -27,7 +27,8 @@ from jails.errors import (
     SpecError,
 )
 from jails.interactive import InteractiveExec, spawn_interactive
-from jails.jailparams import jail_create_argv
+from jails.jailparams import devfs_ruleset, jail_create_argv
+from jails.linuxabi import NOT_LOADED, abi_mounts, check_abi_mounts, linux_abi_loaded
 from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.probe import probe_host
@@ -79,6 +80,7 @@ class FreeBSDRuntime(Runtime):
         pkill_bin: str = "/bin/pkill",
         cpuset_bin: str = "/usr/bin/cpuset",
         devd_socket: str = DEVD_SEQPACKET_SOCKET,
+        kldstat_bin: str = "/sbin/kldstat",
     ) -> None:
         super().__init__(state_root)
         self.run = runner
@@ -89,16 +91,20 @@ class FreeBSDRuntime(Runtime):
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
         self.devd_socket = devd_socket
+        self.kldstat_bin = kldstat_bin
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
 
     def start(self, spec: JailSpec) -> TaskHandle:
         refuse_network(spec)  # before any side effect, and before check_host looks for a netns
+        if spec.abi == "linux" and not linux_abi_loaded(self.run, self.kldstat_bin):
+            raise HostUnsupported(NOT_LOADED)
         return super().start(spec)
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 
     def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+        check_abi_mounts(spec)
         user = resolve_user(spec.rootfs, spec.user, spec.group)
         if user.name is None:
             # jexec -U looks the user up in the jail's passwd by name.
@@ -177,6 +183,11 @@ class FreeBSDRuntime(Runtime):
         if root != spec.rootfs:
             plan.append({"fs": "nullfs", "opts": "ro", "source": str(spec.rootfs),
                          "target": str(root), "inner": None, "dir": True})
+        if spec.abi == "linux":
+            # devfs first: /dev/fd and /dev/shm are mounted inside it (as /etc/rc.d/linux does).
+            plan.append({"fs": "devfs", "opts": f"ruleset={devfs_ruleset(spec)}",
+                         "source": "devfs", "target": f"{root}/dev", "inner": "/dev", "dir": True})
+            plan.extend(abi_mounts(str(root)))
         for m in spec.all_mounts():
             entry: dict[str, Any] = {"target": str(root) + m.target, "inner": m.target}
             if isinstance(m, Mount):

@@ -8,6 +8,7 @@ started with jexec(8), which execvp's its argv unchanged.
 
 from __future__ import annotations
 
+from jails.linuxabi import abi_params
 from jails.spec import JailSpec
 
 # Defaults an operator expects of a task jail; spec.jail_params (allow-listed) override them.
@@ -16,6 +17,10 @@ DEFAULT_PARAMS: tuple[tuple[str, str], ...] = (
     ("enforce_statfs", "2"),  # only the jail's own root mount is visible
     ("children.max", "0"),  # no nested jails
 )
+
+
+def devfs_ruleset(spec: JailSpec) -> str:
+    return dict(spec.jail_params).get("devfs_ruleset", dict(DEFAULT_PARAMS)["devfs_ruleset"])
 
 
 def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
@@ -27,10 +32,16 @@ def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
     ]
     if spec.network == "host":
         params += [("ip4", "inherit"), ("ip6", "inherit")]
-    params += [("persist", None), ("mount.devfs", None)]
+    params.append(("persist", None))
+    if spec.abi != "linux":  # a Linux ABI jail's devfs is mounted by the backend (mount plan)
+        params.append(("mount.devfs", None))
     overrides = dict(spec.jail_params)
     for key, value in DEFAULT_PARAMS:
         params.append((key, overrides.pop(key, value)))
+    if spec.abi == "linux":
+        for key, value in abi_params(overrides):
+            overrides.pop(key, None)
+            params.append((key, value))
     for key, value in spec.jail_params:
         if key in overrides:
             params.append((key, value))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jails import _cmd
+from jails.devd import DEVD_SEQPACKET_SOCKET
+from jails.linuxabi import linux_abi_loaded
 
 BACKENDS = ("auto", "linux", "freebsd")
 
@@ -83,6 +85,9 @@ def _probe_freebsd(attrs: dict[str, str]) -> HostProbe:
     value = res.stdout.strip()
     attrs["driver.xc.racct"] = value if res.returncode == 0 else "absent"
     racct_reason = racct_reason_for(res.returncode, value)
+    # Not health: without them only Linux images (linux_abi) and OOM reports (devd) are missing.
+    attrs["driver.xc.linux_abi"] = "true" if linux_abi_loaded() else "false"
+    attrs["driver.xc.devd"] = "true" if os.path.exists(DEVD_SEQPACKET_SOCKET) else "false"
     for tool in ("jail", "jexec", "jls", "rctl", "cc"):
         if shutil.which(tool) is None:
             return _unhealthy("freebsd", f"{tool} not found in PATH", attrs)
