@@ -244,7 +244,8 @@ class FreeBSDRuntime(Runtime):
         try:
             self.run([self.rctl_bin, "-r", rule_filter(name)])
         except CommandFailed as exc:
-            if not _gone(exc, "no such process"):  # ESRCH: nothing matched, already clean
+            # ESRCH: nothing matched, already clean; racct off: no rule can exist.
+            if not _gone(exc, "no such process", "disabled", "not present"):
                 raise
 
     def _sample(self, task: TaskDir) -> Usage:

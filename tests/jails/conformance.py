@@ -311,6 +311,7 @@ class RuntimeConformance:
 
     # ---- stats and limits ------------------------------------------------------------------
 
+    @pytest.mark.racct
     def test_stats_move(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sh", "-c", "while :; do :; done"])
         rt.start(spec)
@@ -324,6 +325,7 @@ class RuntimeConformance:
         assert "cpu_total_ns" in second.measured
         rt.destroy(spec.name)
 
+    @pytest.mark.racct
     def test_memory_limit_oom_kill_reported(self, rt: Runtime, make_spec: SpecFactory) -> None:
         # 128 MiB touched at once, then held: the memory cgroup kills during the fill; FreeBSD's
         # racct samples RSS about once a second, so the task must stay over the limit until then.
@@ -336,6 +338,7 @@ class RuntimeConformance:
         assert st.oom_killed
         assert st.signal == signal.SIGKILL
 
+    @pytest.mark.racct
     def test_under_memory_limit_no_oom(self, rt: Runtime, make_spec: SpecFactory) -> None:
         # 16 MiB held for longer than FreeBSD's once-a-second RSS sampling, under the hard limit.
         spec = make_spec(
@@ -346,6 +349,7 @@ class RuntimeConformance:
         st = rt.wait(spec.name, 30)
         assert (st.exit_code, st.oom_killed) == (0, False)
 
+    @pytest.mark.racct
     def test_pids_and_open_files_limits(self, rt: Runtime, make_spec: SpecFactory) -> None:
         # The limit counts threads too, and runc's own (Go) exec helper needs a few of them.
         spec = make_spec(["/bin/sleep", "60"], limits=Limits(max_processes=16, open_files=64))
@@ -361,6 +365,7 @@ class RuntimeConformance:
         assert rt.stats(spec.name).pids <= 16
         rt.destroy(spec.name)
 
+    @pytest.mark.racct
     def test_cpu_limit_enforced(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sh", "-c", "while :; do :; done"], limits=Limits(cpu_percent=20))
         rt.start(spec)
