@@ -87,6 +87,11 @@ class Pins:
     def __init__(self, state_root: Path) -> None:
         self.root = Path(state_root) / "pins"
 
+    def points(self, name: str, count: int) -> list[Path]:
+        """Where ``pin`` puts the task's ``count`` sources, in order (known before pinning, so
+        the container's config can name them without pinning anything)."""
+        return [self.root / name / str(i) for i in range(count)]
+
     def pin(self, name: str, sources: Sequence[Path]) -> list[Path]:
         """Pin each source; return the pin points in order. All or nothing."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,7 +103,7 @@ class Pins:
             for i, source in enumerate(sources):
                 fd = open_exact(source)
                 try:
-                    at = task / str(i)
+                    at = task / str(i)  # as points() says
                     if stat.S_ISDIR(os.fstat(fd).st_mode):
                         at.mkdir(mode=0o700)
                     else:
