@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from jails import _cmd
 from jails.errors import JailError, SpecError
+from jails.plans import MountStep
 from jails.spec import JailSpec
 
 LINUX_OSNAME = "Linux"
@@ -51,14 +52,11 @@ def abi_params(overrides: Mapping[str, str]) -> list[tuple[str, str]]:
     ]
 
 
-def abi_mounts(jail_root: str) -> list[dict[str, object]]:
-    """Mount plan entries (the FreeBSD backend's format) for a jail whose root is ``jail_root``;
-    the source of each is the file system's name, as /etc/rc.d/linux mounts them."""
-    return [
-        {"fs": fs, "opts": opts, "source": fs, "target": jail_root + inner, "inner": inner,
-         "dir": True}
-        for fs, opts, inner in ABI_MOUNTS
-    ]
+def abi_mounts(jail_root: str) -> list[MountStep]:
+    """The mount steps after devfs on /dev for a jail whose root is ``jail_root``; each source is
+    the file system's name, as /etc/rc.d/linux mounts them."""
+    return [MountStep(fs, opts, fs, jail_root + inner, inner, True)
+            for fs, opts, inner in ABI_MOUNTS]
 
 
 def check_abi_mounts(spec: JailSpec) -> None:

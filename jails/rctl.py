@@ -1,5 +1,5 @@
-"""Limits -> rctl(8) rules, and rctl usage text -> Usage (pure; table-tested from rctl(8) and the
-kernel's sys/kern/kern_rctl.c and kern_racct.c).
+"""Limits -> rctl(8) rules, and rctl usage text -> Usage (pure; table-tested from rctl(8) and
+sys/kern/kern_rctl.c, sys/kern/kern_racct.c, sys/vm/vm_swapout.c).
 
 Rules are keyed by jail *name*, may be added before the jail exists (so it never runs unlimited)
 and outlive it, so they are removed after jail -r.

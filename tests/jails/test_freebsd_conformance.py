@@ -30,9 +30,8 @@ def fbsd_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 class TestFreeBSDRuntimeOnFakeHost(RuntimeConformance):
     unsupported = {
-        "test_env_cwd_hostname_user": "host.hostname needs a real jail (jail_params table tests)",
-        "test_numeric_user_and_group": "jexec -U needs a user name (see test_freebsd.py)",
-        "test_missing_command_fails_start_cleanly": "jexec reports a missing command as an exit",
+        "test_env_cwd_hostname_user": "host.hostname needs a real jail (jail_params table tests); "
+        "the rest of it is test_env_cwd_user_exactly below",
         "test_exec_timeout_kills_the_command": "the fake jail has no procfs to list processes",
         "test_readonly_root_keeps_dev_shm_writable": "FreeBSD has no /dev/shm (shm_open(2) "
         "objects live in the kernel)",
@@ -45,7 +44,7 @@ class TestFreeBSDRuntimeOnFakeHost(RuntimeConformance):
     def host(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFreeBSDHost]:
         if runc_usable() is not None or os.geteuid() != 0:
             pytest.skip("needs root (bind mounts, chroot) and cc")
-        h = FakeFreeBSDHost(tmp_path_factory.mktemp(resource_name("fbsd")))
+        h = FakeFreeBSDHost()
         yield h
         h.cleanup()
 

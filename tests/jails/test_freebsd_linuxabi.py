@@ -15,10 +15,13 @@ from jails.freebsd import FreeBSDRuntime
 from jails.jailparams import jail_create_argv, jail_params
 from jails.linuxabi import linux_abi_loaded
 from tests.jails.test_freebsd import (  # noqa: F401 (fixtures)
+    JLS,
     FakeLauncher,
     Recorder,
     _spec,
+    devfs,
     launcher,
+    mount_p,
     recorder,
     rootfs,
     rt,
@@ -72,15 +75,17 @@ def test_start_and_destroy_exact_commands(
     assert recorder.calls == [
         KLDSTAT,
         ["/usr/bin/rctl", "-a", f"jail:{NAME}:maxproc:deny=32"],
-        ["/sbin/mount", "-t", "devfs", "-o", "ruleset=4", "devfs", f"{view}/dev"],
+        devfs(view),
         ["/sbin/mount", "-t", "linprocfs", "-o", "rw", "linprocfs", f"{view}/proc"],
         ["/sbin/mount", "-t", "linsysfs", "-o", "rw", "linsysfs", f"{view}/sys"],
         ["/sbin/mount", "-t", "fdescfs", "-o", "linrdlnk", "fdescfs", f"{view}/dev/fd"],
         ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,mode=1777", "tmpfs", f"{view}/dev/shm"],
         ["/sbin/mount", "-t", "nullfs", "-o", "rw", str(alloc), f"{view}/alloc"],
+        *mount_p(),
         ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,size=1048576,mode=1777", "tmpfs",
          f"{view}/tmp"],
         jail_create_argv(spec, "/usr/sbin/jail"),
+        JLS,
     ]
     # Mountpoints the image lacks were made (the recorder mounts nothing: all land in the clone;
     # on FreeBSD /dev/fd and /dev/shm are made in the devfs just mounted, as /etc/rc.d/linux does).
