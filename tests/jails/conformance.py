@@ -487,6 +487,17 @@ class RuntimeConformance:
         assert rt.wait(spec.name, 20).exit_code == 0
         assert spec.stdout_path.read_text() == "shm-rw\n"  # as docker run --read-only keeps it
 
+    def test_linux_abi_file_systems(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        """A Linux image finds what Linux programs expect: a proc with /proc/self, a sysfs, the
+        descriptors under /dev/fd, a world-writable sticky /dev/shm, also with a read-only root
+        (FreeBSD: the Linux ABI's file systems; Linux: the container's own)."""
+        script = ("test -r /proc/self/status && ls /sys | grep -q . && test -e /dev/fd/0 && "
+                  "echo x > /dev/shm/f && stat -c %a /dev/shm")
+        spec = make_spec(["/bin/sh", "-c", script], abi="linux", readonly_root=True)
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0, spec.stderr_path.read_text()
+        assert spec.stdout_path.read_text() == "1777\n"
+
     # ---- lifecycle, state and recovery -----------------------------------------------------
 
     def test_concurrent_lifecycles(self, rt: Runtime, make_spec: SpecFactory) -> None:

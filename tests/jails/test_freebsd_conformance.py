@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jails import Runtime
+from jails import JailSpec, Limits, Runtime
+from jails.errors import HostUnsupported
 from tests.fixtures.fakefreebsd import FakeFreeBSDHost
 from tests.fixtures.rootfs import rootfs_copy
 from tests.fixtures.runc import runc_usable
@@ -63,3 +64,15 @@ class TestFreeBSDRuntimeOnFakeHost(RuntimeConformance):
     @pytest.fixture
     def fresh_rt(self, host: FakeFreeBSDHost, state_root: Path) -> Callable[[], Runtime]:
         return lambda: host.runtime(state_root)
+
+    def test_linux_image_refused_without_linux64(
+        self, host: FakeFreeBSDHost, rt: Runtime, make_spec: Callable[..., JailSpec]
+    ) -> None:
+        host.linux_abi = False
+        spec = make_spec(["/bin/true"], abi="linux", limits=Limits(memory_bytes=64 << 20))
+        calls = len(host.calls)
+        with pytest.raises(HostUnsupported) as ei:
+            rt.start(spec)
+        assert "linux64" in str(ei.value)
+        assert host.calls[calls:] == [["/sbin/kldstat", "-q", "-m", "linux64"]]
+        assert not rt.exists(spec.name) and host.rctl.rules == []

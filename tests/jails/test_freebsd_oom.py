@@ -175,3 +175,26 @@ def test_no_devd_socket_starts_anyway(binary: Path, tmp_path: Path) -> None:
     launch(binary, task, tmp_path / "o", tmp_path / "e", watch_arg(JAIL, "/nonexistent/devd"),
            ["exec", "/bin/sh", "-c", "exit 4"])
     assert (_exit(task).exit_code, _exit(task).oom_killed) == (4, False)
+
+
+def test_fake_rctl_rule_table_follows_the_kernel(devd: FakeDevd) -> None:
+    """rctl_rule_add: a deny rule replaces one differing only in amount, any other action only an
+    identical rule; rctl_rule_remove: ESRCH when the filter matched nothing."""
+    from tests.fixtures.fakeracct import FakeRctl
+
+    rctl = FakeRctl(lambda jail: [], devd)
+    try:
+        for rule in ("jail:j:maxproc:deny=10", "jail:j:maxproc:deny=20",
+                     "jail:j:memoryuse:sigkill=100", "jail:j:memoryuse:sigkill=200",
+                     "jail:j:memoryuse:sigkill=200", "jail:k:maxproc:deny=5"):
+            assert rctl.command(["rctl", "-a", rule])[0] == 0
+        assert [str(r) for r in rctl.rules] == [
+            "jail:j:maxproc:deny=20", "jail:j:memoryuse:sigkill=100",
+            "jail:j:memoryuse:sigkill=200", "jail:k:maxproc:deny=5",
+        ]
+        assert rctl.command(["rctl", "-r", "jail:j:"]) == (0, "", "")
+        assert [str(r) for r in rctl.rules] == ["jail:k:maxproc:deny=5"]
+        assert rctl.command(["rctl", "-r", "jail:j:"]) == (
+            1, "", "rctl: failed to remove rule 'jail:j:': No such process\n")
+    finally:
+        rctl.close()
