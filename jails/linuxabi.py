@@ -72,10 +72,11 @@ def check_abi_mounts(spec: JailSpec) -> None:
         )
 
 
-def linux_abi_loaded(runner: _cmd.Runner = _cmd.run, kldstat_bin: str = "/sbin/kldstat") -> bool:
+def linux_abi_loaded(runner: _cmd.Runner | None = None, kldstat_bin: str = "/sbin/kldstat") -> bool:
     """``kldstat -q -m linux64`` exits 0 when the module is in the kernel (loaded or built in)."""
+    run = runner if runner is not None else _cmd.run
     try:
-        res = runner([kldstat_bin, "-q", "-m", LINUX_MODULE], ok_codes=(0, 1), timeout_s=10)
+        res = run([kldstat_bin, "-q", "-m", LINUX_MODULE], ok_codes=(0, 1), timeout_s=10)
     except JailError:  # no kldstat (not FreeBSD), or it timed out
         return False
     return res.returncode == 0

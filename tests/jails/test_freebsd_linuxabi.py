@@ -137,3 +137,32 @@ def test_linux_abi_loaded(rc: int, loaded: bool) -> None:
     runner.reply(KLDSTAT[:1], rc, "", "kldstat: can't find module linux64\n" if rc else "")
     assert linux_abi_loaded(runner) is loaded
     assert runner.calls == [KLDSTAT]
+
+
+@pytest.mark.parametrize("loaded", [True, False])
+def test_fingerprint_says_linux_abi_and_devd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, loaded: bool
+) -> None:
+    """probe_host("freebsd") as on a FreeBSD host (its commands answered as there)."""
+    import shutil
+    import sys
+
+    from jails import _cmd, probe
+    from jails._cmd import Result
+
+    def fake_run(argv: list[str], **kw: object) -> Result:
+        rc = 0 if argv[0] == "sysctl" or loaded else 1
+        return Result(tuple(argv), rc, "1\n" if argv[0] == "sysctl" else "", "")
+
+    devd_socket = tmp_path / "devd.seqpacket.pipe"
+    devd_socket.touch()
+    monkeypatch.setattr(sys, "platform", "freebsd14")
+    monkeypatch.setattr(_cmd, "run", fake_run)
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(probe, "DEVD_SEQPACKET_SOCKET",
+                        str(devd_socket if loaded else tmp_path / "no-devd"))
+    p = probe.probe_host("freebsd")
+    assert p.healthy, p.reason
+    want = "true" if loaded else "false"
+    assert p.attributes["driver.xc.linux_abi"] == want
+    assert p.attributes["driver.xc.devd"] == want  # (devd's socket there or not, with it)
