@@ -31,9 +31,9 @@ from zfsimage.decompress import Limited, decompressor, sniff_compression
 from zfsimage.errors import CorruptLayer, DigestMismatch, ImageError, LimitExceeded, UnsafeLayer
 from zfsimage.limits import LayerLimits
 from zfsimage.names import quote
-from zfsimage.rootfs import DIR_FLAGS, RootFS, raise_fd_limit
+from zfsimage.pathtree import Node
+from zfsimage.rootfs import DIR_FLAGS, RootFS, apply_dir_meta, raise_fd_limit
 from zfsimage.tarstream import Member, TarReader
-from zfsimage.written import Written, apply_dir_meta
 
 __all__ = ["CorruptLayer", "ExtractStats", "LayerLimits", "apply_layer", "sniff_compression",
            "split_path"]
@@ -107,8 +107,7 @@ class _Applier:
         self.limits = limits
         self.what = what
         self.reader = reader
-        self.written = Written()             # this layer's own entries, by resolved path
-        self.resolved: tuple[str, ...] = ()  # where the current entry lands
+        self.here: Node = self.fs.tree       # where the current entry lands (resolved)
         self.stats = ExtractStats()
         st = os.statvfs(root)
         self.space = st.f_bavail * st.f_frsize   # what the dataset can still take
@@ -150,10 +149,10 @@ class _Applier:
         d = self.fs.dir(comps[:-1], create=True)
         assert d is not None
         leaf = comps[-1]
-        resolved = self.resolved = (*d.resolved, leaf)
-        self.fs.check_depth(resolved, "it")
+        node = self.here = d.node.child(leaf)
+        self.fs.check_depth(node, "it")
         if m.kind == "dir":
-            self._dir(d.fd, leaf, m, resolved)
+            self._dir(d.fd, leaf, m, node)
         elif m.kind == "reg":
             self._file(d.fd, leaf, m)
         elif m.kind == "sym":
@@ -166,9 +165,9 @@ class _Applier:
         else:
             self.stats.note(f"{quote(m.name)}: unsupported tar type {m.typeflag!r} skipped")
             return
-        self.written.add(resolved)
+        node.mark_written()
 
-    def _dir(self, parent: int, leaf: str, m: Member, resolved: tuple[str, ...]) -> None:
+    def _dir(self, parent: int, leaf: str, m: Member, node: Node) -> None:
         # create first and look only on EEXIST: one FUSE round trip less per entry
         try:
             os.mkdir(leaf, 0o700, dir_fd=parent)
@@ -186,7 +185,7 @@ class _Applier:
                 os.close(fd)
         else:
             os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
-        self.written.set_dir(resolved, m.mode, m.mtime)  # the last entry for it decides
+        node.meta = (m.mode, m.mtime)  # the last entry for a directory decides
 
     def _file(self, parent: int, leaf: str, m: Member) -> None:
         try:
@@ -278,7 +277,7 @@ class _Applier:
     def _replace(self, parent: int, leaf: str, st: os.stat_result | None = None) -> None:
         """Remove what is at the current entry's place so it can take it (tar semantics)."""
         if self.fs.remove(parent, leaf, st):
-            self.written.forget_below(self.resolved)
+            self.here.forget_below()
 
     def whiteout(self, comps: tuple[str, ...]) -> None:
         base = comps[-1]
@@ -292,7 +291,8 @@ class _Applier:
         if target in ("", ".", ".."):
             raise UnsafeLayer("the whiteout names no file")
         d = self.fs.dir(comps[:-1], create=False)
-        if d is None or self.written.has((*d.resolved, target)):
+        hit = d.node.children.get(target) if d is not None else None
+        if d is None or (hit is not None and hit.written):
             return  # whiteouts hide lower layers only
         self.fs.remove(d.fd, target)
 
@@ -302,31 +302,31 @@ class _Applier:
         top = self.fs.dir(dir_comps, create=False)
         if top is None:
             return
-        todo = [top.resolved]
+        todo = [top.node]
         while todo:
             self.fs.deadline()
-            resolved = todo.pop()
-            d = self.fs.dir(resolved, create=False)
-            if d is None or d.resolved != resolved:
+            node = todo.pop()
+            d = self.fs.dir(node.path(), create=False)
+            if d is None or d.node is not node:
                 continue
-            node = self.written.get(resolved)
             with os.scandir(d.fd) as it:
                 children = [e.name for e in it]
             for child in children:
                 st = self.fs.lstat(d.fd, child)
                 if st is None:
                     continue
-                if node is None or child not in node.children:
+                mine = node.children.get(child)
+                if mine is None or not mine.written:
                     self.fs.remove(d.fd, child, st)
-                    d = self.fs.dir(resolved, create=False) or d
+                    d = self.fs.dir(node.path(), create=False) or d
                 elif stat.S_ISDIR(st.st_mode):
-                    todo.append((*resolved, child))
+                    todo.append(mine)
 
     def finish_dirs(self) -> None:
         """Modes and mtimes of this layer's directories, once every entry is in."""
         self.fs.invalidate()
         self.fs.release()
-        apply_dir_meta(self.fs.root_fd, self.written, self.fs.deadline)
+        apply_dir_meta(self.fs.root_fd, self.fs.tree, self.fs.deadline)
 
 
 def _reason(exc: BaseException) -> str:

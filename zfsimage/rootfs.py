@@ -15,12 +15,13 @@ import os
 import resource
 import stat
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from zfsimage.errors import LimitExceeded, UnsafeLayer
 from zfsimage.names import quote
+from zfsimage.pathtree import Node
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_HOPS = 40                    # symlinks per resolution, as Linux's MAXSYMLINKS
@@ -53,7 +54,7 @@ def fd_cache_size() -> int:
 @dataclass(frozen=True)
 class Dir:
     fd: int                          # owned by the RootFS cache: do not close
-    resolved: tuple[str, ...]        # the real in-root path after following symlinks
+    node: Node                       # the real in-root path after following symlinks
 
 
 Deadline = Callable[[], None]
@@ -66,6 +67,7 @@ def _no_deadline() -> None:
 class RootFS:
     def __init__(self, root: Path, max_depth: int, deadline: Deadline = _no_deadline) -> None:
         self.root_fd = os.open(root, DIR_FLAGS)
+        self.tree = Node("", None)
         self.max_depth = max_depth
         self.deadline = deadline
         self.cache_size = fd_cache_size()
@@ -94,9 +96,9 @@ class RootFS:
         while len(self._cache) > self.cache_size:
             self._retired.append(self._cache.popitem(last=False)[1].fd)
 
-    def check_depth(self, resolved: tuple[str, ...], what: str) -> None:
-        if len(resolved) > self.max_depth:
-            raise LimitExceeded(f"{what} would sit {len(resolved)} directories deep after "
+    def check_depth(self, node: Node, what: str) -> None:
+        if node.depth > self.max_depth:
+            raise LimitExceeded(f"{what} would sit {node.depth} directories deep after "
                                 f"resolving symlinks, over the limit of {self.max_depth} "
                                 "(max_depth)", "max_depth")
 
@@ -105,7 +107,7 @@ class RootFS:
         ``create``, missing directories are made (mode 0755, fixed up by the layer later);
         without, None when it does not exist or is not a directory."""
         if not comps:
-            return Dir(self.root_fd, ())
+            return Dir(self.root_fd, self.tree)
         hit = self._cache.get(comps)
         if hit is not None:
             self._cache.move_to_end(comps)
@@ -113,7 +115,7 @@ class RootFS:
         i = len(comps) - 1
         while i > 0 and comps[:i] not in self._cache:
             i -= 1
-        cur = self._cache[comps[:i]] if i else Dir(self.root_fd, ())
+        cur = self._cache[comps[:i]] if i else Dir(self.root_fd, self.tree)
         for j in range(i, len(comps)):
             nxt = self._step(cur, comps[j], comps[:j + 1], create)
             if nxt is None:
@@ -124,13 +126,14 @@ class RootFS:
 
     def _step(self, cur: Dir, c: str, comps: tuple[str, ...], create: bool) -> Dir | None:
         try:
-            return Dir(os.open(c, DIR_FLAGS, dir_fd=cur.fd), (*cur.resolved, c))
+            return Dir(os.open(c, DIR_FLAGS, dir_fd=cur.fd), cur.node.child(c))
         except FileNotFoundError:
             if not create:
                 return None
-            self.check_depth((*cur.resolved, c), f"directory {quote('/'.join(comps))}")
+            node = cur.node.child(c)
+            self.check_depth(node, f"directory {quote('/'.join(comps))}")
             os.mkdir(c, 0o755, dir_fd=cur.fd)
-            return Dir(os.open(c, DIR_FLAGS, dir_fd=cur.fd), (*cur.resolved, c))
+            return Dir(os.open(c, DIR_FLAGS, dir_fd=cur.fd), node)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
                 raise
@@ -147,7 +150,7 @@ class RootFS:
         """Follow a symlink ``target`` met in directory ``base``: one fd held at a time, ``..``
         by the directory's own parent link, at most MAX_HOPS symlinks."""
         absolute = target.startswith("/")
-        resolved = [] if absolute else list(base.resolved)
+        node = self.tree if absolute else base.node
         fd = os.dup(self.root_fd if absolute else base.fd)
         todo = list(reversed(target.split("/")))
         hops = 1
@@ -157,18 +160,18 @@ class RootFS:
                 if c in ("", "."):
                     continue
                 if c == "..":
-                    if resolved:
+                    if node.parent is not None:
                         up = os.open("..", DIR_FLAGS, dir_fd=fd)
                         os.close(fd)
                         fd = up
-                        resolved.pop()
+                        node = node.parent
                     continue
                 try:
                     nfd = os.open(c, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         return None
-                    self.check_depth((*resolved, c), f"directory {quote('/'.join(comps))}")
+                    self.check_depth(node.child(c), f"directory {quote('/'.join(comps))}")
                     os.mkdir(c, 0o755, dir_fd=fd)
                     nfd = os.open(c, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
@@ -188,14 +191,14 @@ class RootFS:
                     if link.startswith("/"):
                         os.close(fd)
                         fd = os.dup(self.root_fd)
-                        resolved.clear()
+                        node = self.tree
                     todo.extend(reversed(link.split("/")))
                     continue
                 os.close(fd)
                 fd = nfd
-                resolved.append(c)
+                node = node.child(c)
             out, fd = fd, -1
-            return Dir(out, tuple(resolved))
+            return Dir(out, node)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -285,3 +288,47 @@ def remove_tree(parent: int, name: str, deadline: Deadline = _no_deadline) -> No
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _subdirs(node: Node) -> Iterator[Node]:
+    return (c for c in node.children.values() if c.written)
+
+
+def apply_dir_meta(root_fd: int, tree: Node, tick: Callable[[], None]) -> None:
+    """Set the recorded mode and mtime of each directory, children before parents, walking
+    down by name (``O_NOFOLLOW``: a directory replaced by a file or symlink is skipped) and up
+    by ``..``; one directory fd open at a time besides the root's."""
+    fd = os.dup(root_fd)
+    stack: list[tuple[Node, Iterator[Node], tuple[int, int]]] = [
+        (tree, _subdirs(tree), (0, 0))]
+    try:
+        while stack:
+            tick()
+            node, it, parent_id = stack[-1]
+            child = next(it, None)
+            if child is not None:
+                try:
+                    nfd = os.open(child.name, DIR_FLAGS, dir_fd=fd)
+                except (FileNotFoundError, NotADirectoryError, OSError):
+                    continue   # replaced later in the layer by a non-directory
+                st = os.fstat(fd)
+                os.close(fd)
+                fd = nfd
+                stack.append((child, _subdirs(child), (st.st_dev, st.st_ino)))
+                continue
+            stack.pop()
+            if not stack:
+                break
+            up = os.open("..", DIR_FLAGS, dir_fd=fd)
+            ust = os.fstat(up)
+            if (ust.st_dev, ust.st_ino) != parent_id:
+                os.close(up)
+                raise UnsafeLayer("a directory moved while its mode was being set")
+            if node.meta is not None:
+                mode, mtime = node.meta
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
+            os.close(fd)
+            fd = up
+    finally:
+        os.close(fd)

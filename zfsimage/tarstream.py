@@ -71,12 +71,19 @@ def _str(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+_HIGH = bytes(range(128, 256))
+
+
 def _checksum_ok(block: bytes) -> bool:
+    """POSIX sums the header bytes as unsigned, with the checksum field as spaces; some old
+    tars summed signed bytes, which tar readers accept too."""
     stored = _num(block[148:156], "chksum")
     blanked = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(blanked)
-    signed = sum(b - 256 if b > 127 else b for b in blanked)
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    high = len(blanked) - len(blanked.translate(None, _HIGH))
+    return stored == unsigned - 256 * high
 
 
 class TarReader:
