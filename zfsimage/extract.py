@@ -264,7 +264,7 @@ class _Applier:
                 self.stats.note(f"{quote(m.name)}: xattr {quote(attr)} ignored")
                 continue
             if not sys.platform.startswith("linux"):  # FreeBSD has extattr(2), no os.setxattr
-                self.stats.neutralised.append(f"{name}: xattr {attr} not supported here")
+                self.stats.note(f"{quote(m.name)}: xattr {quote(attr)} not supported here")
                 continue
             try:
                 os.setxattr(fd, attr, value)
