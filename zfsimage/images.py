@@ -20,6 +20,12 @@ class Image:
     references: tuple[str, ...] = ()
     last_used: float = 0.0
 
+    @property
+    def os(self) -> str:
+        """The OS the image was built for: its config's ``os``, else the platform it was
+        pulled for."""
+        return (self.config.os or self.platform.split("/", 1)[0]).lower()
+
 
 @dataclass(frozen=True)
 class PullProgress:
