@@ -32,7 +32,7 @@ from zfsimage.errors import CorruptLayer, DigestMismatch, ImageError, LimitExcee
 from zfsimage.limits import LayerLimits
 from zfsimage.names import quote
 from zfsimage.pathtree import Node
-from zfsimage.rootfs import DIR_FLAGS, RootFS, apply_dir_meta, raise_fd_limit
+from zfsimage.rootfs import DIR_FLAGS, RootFS, apply_dir_meta, raise_fd_limit, set_mtime
 from zfsimage.tarstream import Member, TarReader
 
 __all__ = ["CorruptLayer", "ExtractStats", "LayerLimits", "apply_layer", "sniff_compression",
@@ -94,10 +94,6 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         n = os.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
-
-
-def _ns(m: Member) -> tuple[int, int]:
-    return (m.mtime * 10**9, m.mtime * 10**9)
 
 
 class _Applier:
@@ -201,7 +197,7 @@ class _Applier:
             os.fchown(fd, m.uid, m.gid)
             os.fchmod(fd, m.mode)  # after chown: chown clears setuid
             self._xattrs(m, fd)
-            os.utime(fd, ns=_ns(m))
+            set_mtime(fd, m.mtime)
         finally:
             os.close(fd)
 
@@ -256,7 +252,7 @@ class _Applier:
         os.chown(leaf, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
         if chmod:
             os.chmod(leaf, m.mode, dir_fd=parent)  # just created by us: not a symlink
-        os.utime(leaf, ns=_ns(m), dir_fd=parent, follow_symlinks=False)
+        set_mtime(leaf, m.mtime, parent)
 
     def _xattrs(self, m: Member, fd: int) -> None:
         for attr, value in m.xattrs:

@@ -51,6 +51,25 @@ def fd_cache_size() -> int:
     return max(8, min(8192, (soft - _FD_RESERVE) // 4))
 
 
+_TIME_MAX = 2**31 - 1             # what every file system can store
+
+
+def set_mtime(target: int | str, mtime: int, dir_fd: int | None = None) -> None:
+    """Set atime and mtime (an fd, or a name in ``dir_fd`` not followed). A time the file
+    system cannot store is clamped to its 32-bit range, as containerd bounds archive times."""
+    for t in (mtime, min(max(mtime, 0), _TIME_MAX)):
+        try:
+            if dir_fd is None:
+                os.utime(target, ns=(t * 10**9, t * 10**9))
+            else:
+                os.utime(target, ns=(t * 10**9, t * 10**9), dir_fd=dir_fd,
+                         follow_symlinks=False)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOVERFLOW, errno.EINVAL) or t == _TIME_MAX:
+                raise
+
+
 @dataclass(frozen=True)
 class Dir:
     fd: int                          # owned by the RootFS cache: do not close
@@ -327,7 +346,7 @@ def apply_dir_meta(root_fd: int, tree: Node, tick: Callable[[], None]) -> None:
             if node.meta is not None:
                 mode, mtime = node.meta
                 os.fchmod(fd, mode)
-                os.utime(fd, ns=(mtime * 10**9, mtime * 10**9))
+                set_mtime(fd, mtime)
             os.close(fd)
             fd = up
     finally:

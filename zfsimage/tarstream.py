@@ -24,7 +24,7 @@ from zfsimage.names import quote
 BLOCK = 512
 _CHUNK = 1024 * 1024
 _MAX_ID = 2**32 - 2          # (uid_t)-1 means "unchanged" to chown(2)
-_MAX_MTIME = 2**62 // 10**9   # utime in nanoseconds must fit 64 bits
+_MAX_MTIME = 2**63 // 10**9 - 1   # utime in nanoseconds must fit 64 bits
 _TYPES = {b"0": "reg", b"\0": "reg", b"7": "reg", b"1": "lnk", b"2": "sym", b"3": "chr",
           b"4": "blk", b"5": "dir", b"6": "fifo"}
 _PAX_RECORD = re.compile(rb"(\d+) ")
@@ -195,7 +195,7 @@ class TarReader:
         name = pax.get("path", longname if longname is not None else name)
         link = pax.get("linkpath", longlink if longlink is not None else _str(block[157:257]))
         kind = _TYPES.get(flag, "other")
-        if kind == "reg" and flag != b"7" and name.endswith("/"):
+        if flag == b"\0" and name.endswith("/"):   # V7 convention for directories
             kind = "dir"
         where = f"entry {quote(name)}"
         uid = _id(pax.get("uid"), block[108:116], "uid", where)
@@ -378,5 +378,5 @@ def _mtime(pax: str | None, field: bytes, where: str) -> int:
         if not math.isfinite(val) or not re.fullmatch(r"-?\d+(\.\d*)?", pax.strip()):
             raise CorruptLayer(f"{where}: mtime {quote(pax[:40])} is not a number")
     if abs(val) > _MAX_MTIME:
-        raise CorruptLayer(f"{where}: mtime {val} is out of range")
+        raise CorruptLayer(f"{where}: mtime {val:.0f} is out of range")
     return math.floor(val)
