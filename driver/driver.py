@@ -154,7 +154,7 @@ class XcDriver:
             t_image = time.monotonic()
             abi = abi_of(image.os, self.config.resolved_backend(), self.config)
             if abi == "linux":
-                self._event(nomad, f"Image {platform_of(image)} runs under FreeBSD's Linux ABI "
+                self._event(nomad, f"Image {image.built_for} runs under FreeBSD's Linux ABI "
                             "(linux64)", {"image": cfg.image, "abi": "linux64"})
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
                                                       image, abi))
@@ -425,11 +425,3 @@ def describe(entry: TaskEntry) -> dict[str, str]:
     if entry.state.disk_bytes:
         attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
     return attrs
-
-
-def platform_of(image: zfsimage.Image) -> str:
-    """What the image was built for, e.g. ``linux/amd64`` (its config, else its pull's)."""
-    pulled = image.platform.split("/")
-    arch = image.config.architecture or (pulled[1] if len(pulled) > 1 else "")
-    variant = f"/{image.config.variant}" if image.config.variant else ""
-    return f"{image.os}/{arch}{variant}" if arch else image.os

@@ -89,6 +89,7 @@ def test_freebsd_pull_takes_the_linux_variant_only_when_allowed(make_store, regi
         strict.ensure_image(ref, platform="freebsd/amd64")
     allowing = make_store(insecure=[registry.host], linux_images=True)
     img = allowing.ensure_image(ref, platform="freebsd/amd64")
-    assert img.manifest_digest == linux.digest and img.os == "linux"
+    assert img.manifest_digest == linux.digest
+    assert (img.os, img.built_for) == ("linux", "linux/amd64")
     assert img.platform == "freebsd/amd64"    # recorded under what was asked: found again so
     assert allowing.ensure_image(ref, platform="freebsd/amd64").manifest_digest == linux.digest
