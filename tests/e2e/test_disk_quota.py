@@ -30,8 +30,9 @@ def zfs_get(dataset: str, *props: str) -> dict[str, str]:
 
 
 def layer_snapshots(nomad: Nomad) -> dict[str, str]:
-    """{snapshot: "referenced written"} of every layer commit snapshot of the store."""
-    out = subprocess.run(["zfs", "list", "-H", "-p", "-t", "snapshot", "-r", "-o",
+    """{name: "referenced written"} of every layer dataset of the store and its commit snapshot
+    (a dataset's ``written`` is what changed in it since that snapshot)."""
+    out = subprocess.run(["zfs", "list", "-H", "-p", "-t", "filesystem,snapshot", "-r", "-o",
                           "name,referenced,written", f"{nomad.dataset}/layers"],
                          capture_output=True, text=True, check=True).stdout
     return {n: rest for n, _, rest in (line.partition("\t") for line in out.splitlines())}
@@ -48,7 +49,7 @@ def test_a_write_past_the_quota_gets_edquot_and_nothing_else_is_affected(nomad: 
     nomad.wait(warm)
     finish(nomad, warm)
     layers = layer_snapshots(nomad)
-    assert layers
+    assert any("@" in n for n in layers), layers
 
     limited = nomad.start(sh(FILL.format(mib=64)) + '\nstorage_opt = { size = "8M" }')
     res = nomad.wait(limited)
@@ -59,7 +60,7 @@ def test_a_write_past_the_quota_gets_edquot_and_nothing_else_is_affected(nomad: 
     ds = f"{nomad.dataset}/tasks/{limited.jail}"
     props = zfs_get(ds, "refquota", "referenced")
     assert props["refquota"] == str(8 * MIB)
-    assert int(props["referenced"]) <= 8 * MIB
+    assert int(props["referenced"]) < 12 * MIB  # zfs may overshoot by what one txg held
     assert limited.driver_state["disk_bytes"] == 8 * MIB
     inspect = nomad.inspect(limited)
     assert inspect["driver"]["attributes"]["disk_quota_bytes"] == str(8 * MIB)
