@@ -75,7 +75,7 @@ class TaskClones:
             return self._adopt(ds, mp, origin or "-", refquota, exc)
         except ZfsNoSpace as exc:
             if refquota and origin is not None:
-                raise _too_small(image, origin, refquota) from exc
+                raise _too_small(origin, refquota, f"image {image.reference}") from exc
             raise
         return mp
 
@@ -88,7 +88,10 @@ class TaskClones:
                              f"({cur.get('origin')}); destroy it first") from exc
         want = str(refquota) if refquota else "0"  # zfs get -p reads an unset quota as 0
         if cur.get("refquota", "0") != want:
-            zfs.set_props(ds, {"refquota": want if refquota else "none"})
+            try:
+                zfs.set_props(ds, {"refquota": want if refquota else "none"})
+            except ZfsNoSpace as err:  # the task's root holds more than the new quota already
+                raise _too_small(ds, refquota or 0, f"task rootfs {ds}") from err
         if cur.get("mounted") != "yes":
             zfs.mount(ds)
         return Path(cur.get("mountpoint") or mp)
@@ -121,8 +124,9 @@ class TaskClones:
                 if "@" in o}
 
 
-def _too_small(image: Image, origin: str, refquota: int) -> QuotaTooSmall:
-    needed = int(zfs.get([origin], ["referenced"]).get(origin, {}).get("referenced", "0") or 0)
-    return QuotaTooSmall(f"a disk quota of {refquota} bytes is smaller than image "
-                         f"{image.reference} itself ({needed} bytes); ask for more than "
-                         f"{-(-needed // (1 << 20))}M", refquota, needed)
+def _too_small(name: str, refquota: int, what: str) -> QuotaTooSmall:
+    """The error for a quota below what dataset or snapshot ``name`` (``what``) refers to."""
+    needed = int(zfs.get([name], ["referenced"]).get(name, {}).get("referenced", "0") or 0)
+    return QuotaTooSmall(f"a disk quota of {refquota} bytes is smaller than {what} itself "
+                         f"({needed} bytes); ask for more than {-(-needed // (1 << 20))}M",
+                         refquota, needed)

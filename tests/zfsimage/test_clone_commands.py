@@ -105,3 +105,19 @@ def test_a_full_pool_without_a_quota_stays_a_zfs_error(monkeypatch: pytest.Monke
     with pytest.raises(ZfsError) as ei:
         clones().clone(IMAGE, "xc-1-web")
     assert not isinstance(ei.value, QuotaTooSmall)
+
+
+def test_a_retried_clone_cannot_shrink_below_what_the_task_wrote(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    props = (f"{TASK}\torigin\t{SNAP}\n{TASK}\tmounted\tyes\n{TASK}\tmountpoint\t{MP}\n"
+             f"{TASK}\trefquota\t0\n")
+    fake = Zfs({("clone",): EXISTS,
+                ("set",): (1, "", f"cannot set property for '{TASK}': size is less than current "
+                                  "used or reserved space\n"),
+                ("get", "-H", "-p", "-o", "name,property,value",
+                 "origin,mounted,mountpoint,refquota"): (0, props, ""),
+                ("get",): (0, f"{TASK}\treferenced\t9000000\n", "")})
+    monkeypatch.setattr(zfs, "run", fake)
+    with pytest.raises(QuotaTooSmall) as ei:
+        clones().clone(IMAGE, "xc-1-web", 1 << 20)
+    assert ei.value.needed == 9_000_000 and f"task rootfs {TASK}" in str(ei.value)
