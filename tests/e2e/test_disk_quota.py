@@ -32,8 +32,8 @@ def zfs_get(dataset: str, *props: str) -> dict[str, str]:
 def layer_snapshots(nomad: Nomad) -> dict[str, str]:
     """{name: referenced} of every layer dataset of the store and of its commit snapshot
     (zfs-fuse has no ``written``)."""
-    out = subprocess.run(["zfs", "list", "-H", "-p", "-t", "filesystem,snapshot", "-r", "-o",
-                          "name,referenced", f"{nomad.dataset}/layers"],
+    out = subprocess.run(["zfs", "get", "-H", "-p", "-r", "-o", "name,value", "referenced",
+                          f"{nomad.dataset}/layers"],
                          capture_output=True, text=True, check=True).stdout
     return {n: rest for n, _, rest in (line.partition("\t") for line in out.splitlines())}
 
