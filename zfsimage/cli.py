@@ -115,7 +115,7 @@ def _limit_arguments(p: argparse.ArgumentParser) -> None:
     for name, help_, size, typ in limit_options():
         conv = parse_size if size else typ
         g.add_argument(option_name(name), dest=f"limit_{name}", type=conv, help=help_,
-                       metavar="SIZE" if size else "N")
+                       metavar="SIZE" if size else ("N" if typ is not str else "WORD"))
 
 
 def _limits(args: argparse.Namespace) -> LayerLimits:

@@ -305,18 +305,23 @@ class _Applier:
             d = self.fs.dir(node.path(), create=False)
             if d is None or d.node is not node:
                 continue
-            with os.scandir(d.fd) as it:
-                children = [e.name for e in it]
-            for child in children:
-                st = self.fs.lstat(d.fd, child)
-                if st is None:
-                    continue
-                mine = node.children.get(child)
-                if mine is None or not mine.written:
-                    self.fs.remove(d.fd, child, st)
-                    d = self.fs.dir(node.path(), create=False) or d
-                elif stat.S_ISDIR(st.st_mode):
-                    todo.append(mine)
+            # our own fd: removals below retire the cache's fds, which we then close at once
+            fd = os.dup(d.fd)
+            try:
+                with os.scandir(fd) as it:
+                    children = [e.name for e in it]
+                for child in children:
+                    st = self.fs.lstat(fd, child)
+                    if st is None:
+                        continue
+                    mine = node.children.get(child)
+                    if mine is None or not mine.written:
+                        self.fs.remove(fd, child, st)
+                        self.fs.release()
+                    elif stat.S_ISDIR(st.st_mode):
+                        todo.append(mine)
+            finally:
+                os.close(fd)
 
     def finish_dirs(self) -> None:
         """Modes and mtimes of this layer's directories, once every entry is in."""
@@ -367,21 +372,27 @@ def apply_layer(blob: Path, compression: str, root: Path, diff_id: str | None,
         stream = Limited(decompressor(raw, compression), lim.max_bytes, what)
         reader = TarReader(stream, lim)
         ap = _Applier(root, lim, what, reader, deadline)
-        name = None
+        name: str | None = None     # the entry being applied
+        last: str | None = None     # the last entry applied (a bad header comes after it)
         try:
             for m in reader.members():
                 name = m.name
                 deadline()
                 ap.entry(m)
+                name, last = None, m.name
                 if progress is not None:
                     progress(stream.count)
-            name = None
             ap.finish_dirs()
             stream.drain()
         except DigestMismatch:
             raise
         except (ImageError, OSError, ValueError, OverflowError) as exc:
-            where = f"{what}, entry {quote(name)}" if name is not None else what
+            if name is not None:
+                where = f"{what}, entry {quote(name)}"
+            elif last is not None:
+                where = f"{what}, after entry {quote(last)}"
+            else:
+                where = what
             raise _in_context(exc, where) from exc
         finally:
             ap.close()

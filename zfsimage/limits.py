@@ -62,6 +62,15 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2).lower()]
 
 
+def human(v: object) -> str:
+    """64G for 64 GiB; other values as they are."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= _MIB:
+        for unit, n in (("T", 1024 * _GIB), ("G", _GIB), ("M", _MIB)):
+            if v % n == 0:
+                return f"{v // n}{unit}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -71,6 +80,6 @@ def limit_options() -> list[tuple[str, str, bool, type]]:
     out = []
     for f in fields(LayerLimits):
         typ = type(f.default)
-        out.append((f.name, f"{f.metadata['help']} (default {f.default})",
+        out.append((f.name, f"{f.metadata['help']} (default {human(f.default)})",
                     bool(f.metadata["size"]), typ))
     return out

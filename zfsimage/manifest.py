@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zfsimage.errors import DigestMismatch, ImageError, ImageNotFound
+from zfsimage.names import printable
 from zfsimage.platform import Platform
 from zfsimage.reference import check_digest
 
@@ -164,7 +165,7 @@ def select_platform(entries: list[Descriptor], want: Platform,
         os_, arch, variant = d.platform
         if os_ == "unknown" and arch == "unknown":
             continue
-        seen.append(f"{os_}/{arch}" + (f"/{variant}" if variant else ""))
+        seen.append(printable(f"{os_}/{arch}" + (f"/{variant}" if variant else "")))
         usable.append((d, d.platform))
     for d, plat in usable:
         if want.matches(*plat):

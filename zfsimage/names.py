@@ -12,3 +12,8 @@ def quote(name: str, limit: int = _MAX) -> str:
     if len(name) > limit:
         return repr(name[:limit]) + f"... ({len(name)} characters)"
     return repr(name)
+
+
+def printable(text: str, limit: int = _MAX) -> str:
+    """Like ``quote`` without the quotes, for short values inside a sentence."""
+    return quote(text, limit)[1:-1] if len(text) <= limit else quote(text, limit)

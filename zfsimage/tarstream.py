@@ -77,7 +77,10 @@ _HIGH = bytes(range(128, 256))
 def _checksum_ok(block: bytes) -> bool:
     """POSIX sums the header bytes as unsigned, with the checksum field as spaces; some old
     tars summed signed bytes, which tar readers accept too."""
-    stored = _num(block[148:156], "chksum")
+    try:
+        stored = _num(block[148:156], "chksum")
+    except CorruptLayer:
+        return False
     blanked = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(blanked)
     if stored == unsigned:
@@ -97,6 +100,7 @@ class TarReader:
         self.globals: dict[str, str] = {}
         self.meta_total = 0
         self.index = 0                 # 1-based number of the current header
+        self._map_used = 0             # data bytes of the current member its sparse map took
 
     def _read(self, n: int, what: str) -> bytes:
         out = bytearray()
@@ -214,7 +218,7 @@ class TarReader:
             where = f"entry {quote(name)}"
         self.pending = self._padded(data_size)
         if regions is not None:
-            self.pending -= self._sparse_map_bytes
+            self.pending -= self._map_used
         return Member(name=name, kind=kind, typeflag=flag,
                       mode=_num(block[100:108], "mode") & 0o7777, uid=uid, gid=gid, size=real,
                       mtime=mtime, linkname=link, devmajor=_num(block[329:337], "devmajor"),
@@ -223,14 +227,14 @@ class TarReader:
                                    for k, v in pax.items() if k.startswith("SCHILY.xattr.")),
                       sparse=regions, data_size=data_size)
 
-    _sparse_map_bytes = 0
-
     def _check_regions(self, regions: list[tuple[int, int]], real: int, where: str
                        ) -> tuple[tuple[int, int], ...]:
         if len(regions) > self.lim.max_sparse_regions:
             raise LimitExceeded(f"{where} has a sparse map of more than "
                                 f"{self.lim.max_sparse_regions} regions (max_sparse_regions)",
                                 "max_sparse_regions")
+        if real < 0:
+            raise CorruptLayer(f"{where} has a negative sparse file size")
         end = 0
         for off, n in regions:
             if off < end or n < 0 or off + n > real:
@@ -240,7 +244,7 @@ class TarReader:
 
     def _old_gnu_sparse(self, block: bytes, where: str) -> tuple[tuple[tuple[int, int], ...],
                                                                  int]:
-        self._sparse_map_bytes = 0
+        self._map_used = 0
         regions: list[tuple[int, int]] = []
 
         def take(buf: bytes, count: int) -> None:
@@ -264,7 +268,7 @@ class TarReader:
     def _pax_sparse(self, pax: dict[str, str], sparse00: list[tuple[str, str]], size: int,
                     name: str, where: str
                     ) -> tuple[tuple[tuple[int, int], ...], int, str]:
-        self._sparse_map_bytes = 0
+        self._map_used = 0
         name = pax.get("GNU.sparse.name", name)
         real = _pax_int(pax.get("GNU.sparse.realsize", pax.get("GNU.sparse.size", str(size))),
                         "GNU.sparse.realsize", where)
@@ -302,13 +306,13 @@ class TarReader:
                     self._check_regions([(0, 0)] * (count), 2**63, where)
             else:
                 nums.append(val)
-        self._sparse_map_bytes = used
+        self._map_used = used
         return nums
 
     def regions(self, m: Member) -> Iterator[tuple[int, bytes]]:
         """The member's data as (file offset, bytes) pieces, in order; holes are not yielded."""
         spans = m.sparse if m.sparse is not None else ((0, m.size),)
-        stored = m.data_size - self._sparse_map_bytes if m.sparse is not None else m.data_size
+        stored = m.data_size - self._map_used if m.sparse is not None else m.data_size
         budget = stored
         for off, n in spans:
             if n > budget:

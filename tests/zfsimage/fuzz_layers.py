@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 from tests.zfsimage import rawtar
 from tests.zfsimage.oci_model import Entry, Node
 
-COMPS = ["a", "b", "c", "al", ".", "..", "x" * 255, "y" * 256, "é", "n\nl", "\x1b[1m",
-         "sp ace"]
-WH_COMPS = [".wh.a", ".wh.b", ".wh.al", ".wh.c", ".wh..wh..opq", ".wh.", ".wh..",
-            ".wh..wh.aufs"]
+# Half the stacks draw from the benign lists only (so layers get through and the semantics are
+# exercised), half add the hostile ones (refusals, limits, escapes).
+COMPS = ["a", "b", "c", "al", "dd", "é", "sp ace"]
+HOSTILE_COMPS = [".", "..", "x" * 255, "y" * 256, "n\nl", "\x1b[1m"]
+WH_COMPS = [".wh.a", ".wh.b", ".wh.al", ".wh.c", ".wh.dd", ".wh..wh..opq"]
+HOSTILE_WH = [".wh.", ".wh..", ".wh..wh.aufs"]
 TARGETS = ["a", "b", "a/b", "/a", "/", "..", "../..", "../../../outside", "/outside/canary",
-           "al", "a/../b", "c/", "x" * 4096, "al/al", "/al/b"]
+           "al", "a/../b", "c/", "al/al", "/al/b", "dd"]
+HOSTILE_TARGETS = ["x" * 4096, "", "a/" * 60 + "x"]
 MODES = [0o755, 0o644, 0o700, 0o000, 0o4755, 0o1777, 0o2750, 0o777]
 IDS = [0, 1000, 65534]
 
@@ -30,37 +33,45 @@ class Spec:
     """An entry plus how it is rendered (the hostile extensions)."""
 
     entry: Entry
-    fmt: str = "pax"                   # pax | gnu | ustar
+    fmt: str = "pax"                   # pax | gnu | ustar | sparse (old GNU, a hole inside)
     pax: dict[str, str] = field(default_factory=dict)
     raw_pax: tuple[tuple[str, str], ...] = ()   # records written before the header by hand
 
 
 @st.composite
-def names(draw: st.DrawFn) -> str:
-    comps = draw(st.lists(st.sampled_from(COMPS), min_size=0, max_size=3))
+def names(draw: st.DrawFn, hostile: bool = False) -> str:
+    pool = COMPS + HOSTILE_COMPS if hostile else COMPS
+    comps = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
     if draw(st.integers(0, 3)) == 0:
-        comps.append(draw(st.sampled_from(WH_COMPS)))
-    if not comps:
-        comps = [draw(st.sampled_from(COMPS))]
+        comps.append(draw(st.sampled_from(WH_COMPS + HOSTILE_WH if hostile else WH_COMPS)))
     prefix = draw(st.sampled_from(["", "", "", "/", "./", "//"]))
     suffix = draw(st.sampled_from(["", "", "", "/"]))
     return prefix + "/".join(comps) + suffix
 
 
 @st.composite
-def specs(draw: st.DrawFn) -> Spec:
-    kind = draw(st.sampled_from(["dir", "reg", "reg", "sym", "lnk", "fifo", "chr"]))
-    name = draw(names())
+def specs(draw: st.DrawFn, hostile: bool = False) -> Spec:
+    kind = draw(st.sampled_from(["dir", "dir", "reg", "reg", "reg", "sym", "lnk", "fifo",
+                                 "chr"]))
+    name = draw(names(hostile))
     link = ""
     if kind == "sym":
-        link = draw(st.one_of(st.sampled_from(TARGETS), names()))
+        link = draw(st.one_of(st.sampled_from(TARGETS + HOSTILE_TARGETS if hostile
+                                              else TARGETS), names(hostile)))
     elif kind == "lnk":
-        link = draw(st.one_of(st.sampled_from(["a", "b", "al", "a/b", "/a"]), names()))
+        link = draw(st.one_of(st.sampled_from(["a", "b", "al", "a/b", "/a"]), names(hostile)))
     e = Entry(name=name, kind=kind, mode=draw(st.sampled_from(MODES)),
               uid=draw(st.sampled_from(IDS)), gid=draw(st.sampled_from(IDS)),
               data=draw(st.binary(max_size=40)) if kind == "reg" else b"", link=link,
               mtime=draw(st.sampled_from([0, 1_700_000_000, 2**33])))
-    fmt = draw(st.sampled_from(["pax", "pax", "gnu", "ustar"]))
+    fmt = draw(st.sampled_from(["pax", "pax", "gnu", "ustar", "sparse"]))
+    if fmt == "sparse":
+        if kind != "reg" or len(name.encode()) > 100 or not 0 <= e.mtime < 8**11:
+            fmt = "pax"
+        else:   # the file holds a hole of 100 bytes in the middle and 7 at the end
+            h = len(e.data) // 2
+            e = Entry(e.name, "reg", e.mode, e.uid, e.gid,
+                      e.data[:h] + bytes(100) + e.data[h:] + bytes(7), mtime=e.mtime)
     pax: dict[str, str] = {}
     extra = draw(st.integers(0, 7))
     if extra == 0:
@@ -70,7 +81,7 @@ def specs(draw: st.DrawFn) -> Spec:
     elif extra == 2:
         pax["SCHILY.xattr.security.capability"] = "\x01bad"
     raw: tuple[tuple[str, str], ...] = ()
-    bad = draw(st.integers(0, 30))
+    bad = draw(st.integers(0, 30)) if hostile else -1
     if bad == 0:
         raw = (("uid", str(2**32)),)
     elif bad == 1:
@@ -82,8 +93,10 @@ def specs(draw: st.DrawFn) -> Spec:
 
 @st.composite
 def layers(draw: st.DrawFn) -> tuple[list[list[Spec]], list[bool]]:
-    stack = draw(st.lists(st.lists(specs(), min_size=1, max_size=10), min_size=1, max_size=3))
-    truncate = [draw(st.integers(0, 12)) == 0 for _ in stack]
+    hostile = draw(st.booleans())
+    stack = draw(st.lists(st.lists(specs(hostile), min_size=1, max_size=12), min_size=1,
+                          max_size=3))
+    truncate = [hostile and draw(st.integers(0, 8)) == 0 for _ in stack]
     return stack, truncate
 
 
@@ -92,21 +105,34 @@ _TYPES = {"dir": tarfile.DIRTYPE, "reg": tarfile.REGTYPE, "sym": tarfile.SYMTYPE
 _FORMATS = {"pax": tarfile.PAX_FORMAT, "gnu": tarfile.GNU_FORMAT, "ustar": tarfile.USTAR_FORMAT}
 
 
+def _sparse(s: Spec) -> bytes:
+    e = s.entry
+    n = len(e.data) - 107
+    h = n // 2
+    stored = e.data[:h] + e.data[h + 100:h + 100 + n - h]
+    return rawtar.old_gnu_sparse(e.name, [(0, h), (h + 100, n - h)], len(e.data), stored,
+                                 mode=e.mode, uid=e.uid, gid=e.gid, mtime=e.mtime)
+
+
 def render_one(s: Spec) -> bytes | None:
     """Tar bytes of one entry, or None when ``tarfile`` cannot write it in that format."""
     e = s.entry
+    if s.fmt == "sparse":
+        return (rawtar.pax(list(s.raw_pax)) if s.raw_pax else b"") + _sparse(s)
     ti = tarfile.TarInfo(e.name)
     ti.type = _TYPES[e.kind]
     ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, e.mtime
     ti.linkname = e.link
     ti.size = len(e.data)
     ti.devmajor, ti.devminor = 1, 3
-    ti.pax_headers = dict(s.pax) if s.fmt == "pax" else {}
+    # pax: the bad records go in tarfile's own extended header (which has priority over the
+    # fields); other formats: in a header of their own before the member's
+    ti.pax_headers = {**s.pax, **dict(s.raw_pax)} if s.fmt == "pax" else {}
     try:
         head = ti.tobuf(_FORMATS[s.fmt], "utf-8", "surrogateescape")
     except ValueError:
         return None
-    pre = rawtar.pax(list(s.raw_pax)) if s.raw_pax else b""
+    pre = rawtar.pax(list(s.raw_pax)) if s.raw_pax and s.fmt != "pax" else b""
     return pre + head + rawtar.pad(e.data)
 
 

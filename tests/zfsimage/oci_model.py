@@ -62,6 +62,14 @@ class Tree:
     def __init__(self) -> None:
         self.nodes: dict[Path_, Node] = {(): Node("dir")}
 
+    def new_dir(self, parent: Path_, mode: int) -> Node:
+        """A directory made by mkdir(2): in a set-group-ID directory it inherits the group and
+        the set-group-ID bit (Linux, and BSD semantics for the group)."""
+        up = self.nodes[parent]
+        if up.mode & 0o2000:
+            return Node("dir", mode | 0o2000, gid=up.gid)
+        return Node("dir", mode)
+
     def children(self, p: Path_) -> list[Path_]:
         return [q for q in self.nodes if len(q) == len(p) + 1 and q[:len(p)] == p]
 
@@ -88,7 +96,7 @@ class Tree:
             if n is None:
                 if not create:
                     return None
-                self.nodes[p] = Node("dir", 0o755)
+                self.nodes[p] = self.new_dir(tuple(cur), 0o755)
                 cur.append(c)
                 continue
             if n.kind == "dir":
@@ -143,7 +151,7 @@ class Layer:
             cur = self.t.nodes.get(p)
             if cur is None or cur.kind != "dir":
                 self._replace(p)
-                self.t.nodes[p] = Node("dir", 0o700)
+                self.t.nodes[p] = self.t.new_dir(parent, 0o700)
             self.t.nodes[p] = replace(self.t.nodes[p], uid=e.uid, gid=e.gid)
             self.dir_meta[p] = (e.mode, e.uid, e.gid, e.mtime)
         elif e.kind == "reg":

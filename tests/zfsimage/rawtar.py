@@ -58,7 +58,7 @@ def member(name: str, data: bytes = b"", **kw: object) -> bytes:
 
 def old_gnu_sparse(name: str, regions: list[tuple[int, int]], realsize: int,
                    stored: bytes, extended: list[list[tuple[int, int]]] | None = None,
-                   truncate_ext: bool = False) -> bytes:
+                   truncate_ext: bool = False, **kw: int) -> bytes:
     """A GNU 'S' member: four regions in the header, more in extension blocks."""
     patch: dict[int, bytes] = {}
     for i, (off, n) in enumerate(regions[:4]):
@@ -66,7 +66,7 @@ def old_gnu_sparse(name: str, regions: list[tuple[int, int]], realsize: int,
         patch[386 + i * 24 + 12] = _octal(n, 12)
     patch[482] = b"\x01" if extended else b"\0"
     patch[483] = _octal(realsize, 12)
-    out = header(name, b"S", len(stored), gnu=True, patch=patch)
+    out = header(name, b"S", len(stored), gnu=True, patch=patch, **kw)  # type: ignore[arg-type]
     for j, ext in enumerate(extended or []):
         blk = bytearray(BLOCK)
         for i, (off, n) in enumerate(ext[:21]):

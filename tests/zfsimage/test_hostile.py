@@ -13,10 +13,13 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,21 @@ from zfsimage.errors import CorruptLayer, ImageError, LimitExceeded, UnsafeLayer
 from zfsimage.extract import ExtractStats, _reason, apply_layer
 from zfsimage.layout import OciLayout
 from zfsimage.platform import Platform
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A directory on tmpfs when there is one: the deep trees here need no disk I/O (which on
+    this kind of host also slows every zfs-fuse pool's sync)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="xctest-hostile-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _apply(tmp_path: Path, layers: list[bytes], limits: LayerLimits | None = None,
@@ -54,21 +72,21 @@ def _refused(tmp_path: Path, layers: list[bytes], kind: type[ImageError],
 
 # -- 1. deep trees ---------------------------------------------------------------------------
 
-def test_deep_tree_through_symlinks_refused_by_resolved_depth(tmp_path: Path) -> None:
-    err = _refused(tmp_path, [deep_tree_layer(1000, group=200)], LimitExceeded)
+def test_deep_tree_through_symlinks_refused_by_resolved_depth(scratch: Path) -> None:
+    err = _refused(scratch, [deep_tree_layer(1000, group=200)], LimitExceeded)
     assert isinstance(err, LimitExceeded) and err.limit == "max_depth"
     assert "after resolving symlinks" in str(err)
 
 
-def test_deep_tree_whiteout_is_iterative(tmp_path: Path) -> None:
+def test_deep_tree_whiteout_is_iterative(scratch: Path) -> None:
     lim = LayerLimits(max_depth=20_000)
-    root, _ = _apply(tmp_path, [deep_tree_layer(10_000)], lim)
+    root, _ = _apply(scratch, [deep_tree_layer(10_000)], lim)
     probe = root / "t"
     depth = 0
     while (probe / "d").is_dir() and depth < 200:
         probe, depth = probe / "d", depth + 1
     assert depth == 200
-    _apply(tmp_path, [tar_bytes([f(".wh.t")] + [f(f".wh.s{k}") for k in range(1, 26)])],
+    _apply(scratch, [tar_bytes([f(".wh.t")] + [f(f".wh.s{k}") for k in range(1, 26)])],
            lim, root)
     assert os.listdir(root) == []
 
@@ -153,21 +171,27 @@ def test_layout_archive_with_a_path_under_a_file(tmp_path: Path) -> None:
 
 # -- 3. fds ----------------------------------------------------------------------------------
 
-def test_3000_directories_under_a_hard_fd_limit_of_1024(tmp_path: Path) -> None:
-    layer = tmp_path / "dirs.gz"
-    layer.write_bytes(compress(tar_bytes([d(f"d{i}") for i in range(3000)]), "gzip"))
-    (tmp_path / "root").mkdir()
+def test_3000_directories_under_a_hard_fd_limit_of_1024(scratch: Path) -> None:
+    """Both the directory cache and an opaque whiteout over 3,000 lower entries stay within a
+    hard fd limit of 1024."""
+    lower = scratch / "lower.gz"
+    lower.write_bytes(compress(tar_bytes([d(f"d{i}") for i in range(3000)] + [d("a")]
+                                         + [d(f"a/s{i}") for i in range(3000)]), "gzip"))
+    upper = scratch / "upper.gz"
+    upper.write_bytes(compress(tar_bytes([f("a/.wh..wh..opq"), f("a/new", "n")]), "gzip"))
+    (scratch / "root").mkdir()
     code = ("import sys; from pathlib import Path; from zfsimage.extract import apply_layer;"
-            "apply_layer(Path(sys.argv[1]), 'gzip', Path(sys.argv[2]), None)")
+            "[apply_layer(Path(p), 'gzip', Path(sys.argv[3]), None) for p in sys.argv[1:3]]")
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
-    cp = subprocess.run([sys.executable, "-c", code, str(layer), str(tmp_path / "root")],
-                        preexec_fn=limit, capture_output=True, text=True, timeout=120,
-                        cwd=Path(__file__).parents[2])
+    cp = subprocess.run([sys.executable, "-c", code, str(lower), str(upper),
+                         str(scratch / "root")], preexec_fn=limit, capture_output=True,
+                        text=True, timeout=120, cwd=Path(__file__).parents[2])
     assert cp.returncode == 0, cp.stderr[-2000:]
-    assert len(os.listdir(tmp_path / "root")) == 3000
+    assert len(os.listdir(scratch / "root")) == 3001
+    assert os.listdir(scratch / "root" / "a") == ["new"]
 
 
 # -- 4. bounded work -------------------------------------------------------------------------
@@ -313,3 +337,57 @@ def _rewrite_manifest(lay: Path, body: bytes) -> None:
     index = json.loads((lay / "index.json").read_text())
     index["manifests"][0].update(digest=f"sha256:{digest}", size=len(body))
     (lay / "index.json").write_text(json.dumps(index))
+
+
+def test_bad_header_is_placed_after_the_last_good_entry(tmp_path: Path) -> None:
+    layer = rawtar.member("good", b"x") + b"\x01" * 512 + rawtar.END
+    err = _refused(tmp_path, [layer], CorruptLayer)
+    assert "after entry 'good'" in str(err) and "checksum" in str(err)
+
+
+def test_platform_names_from_an_index_are_escaped() -> None:
+    from zfsimage.errors import ImageNotFound
+    from zfsimage.manifest import Descriptor, select_platform
+
+    d = Descriptor("application/vnd.oci.image.manifest.v1+json", "sha256:" + "a" * 64, 1,
+                   ("linux\x1b[2J", "evil\nline", None))
+    with pytest.raises(ImageNotFound) as ei:
+        select_platform([d], Platform.parse("linux/amd64"))
+    assert "\n" not in str(ei.value) and "\x1b" not in str(ei.value)
+
+
+# -- the CLI: limits from options, one line for bugs too -------------------------------------
+
+def _cli(store, *argv: str) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    import io
+
+    from zfsimage.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["--dataset", store.ds, "--mount-root", str(store.mount_root), *argv], out, err)
+    return rc, err.getvalue()
+
+
+def test_cli_limit_options_reach_the_store(make_store, tmp_path: Path) -> None:
+    from tests.fixtures.images import build_image, write_layout
+
+    built = build_image([tar_bytes([f(f"l{i}", str(i))]) for i in range(3)])
+    lay = write_layout(tmp_path / "lay", built)
+    store = make_store()
+    rc, err = _cli(store, "import", "-q", "--max-layers", "2", str(lay), "xctest/three:1")
+    assert rc == 1 and err.count("\n") == 1 and "max_layers" in err and "3 layers" in err
+    rc, err = _cli(store, "import", "-q", "--max-bytes", "12X", str(lay), "xctest/three:1")
+    assert rc == 2   # a size that is not one is a usage error
+    rc, err = _cli(store, "import", "-q", "--max-bytes", "1M", str(lay), "xctest/three:1")
+    assert rc == 0, err
+
+
+def test_cli_unexpected_error_is_one_line(make_store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make_store()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("a bug\nwith a second line")
+
+    monkeypatch.setattr("zfsimage.store.ImageStore.list_images", boom)
+    rc, err = _cli(store, "list")
+    assert rc == 70 and err.count("\n") == 1 and "RuntimeError" in err and "Traceback" not in err
