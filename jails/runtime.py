@@ -331,7 +331,7 @@ class Runtime(abc.ABC):
         self, task: TaskDir, plan: BackendPlan | None, timeout_s: float
     ) -> None:
         """SIGKILL the jail/container's processes until the supervisor records the exit. Repeated
-        because a process can still be joining (jexec attaching) when the first kill runs."""
+        because a process can still be joining (an exec session attaching) when the first kill runs."""
         deadline = time.monotonic() + timeout_s
         if self.init_exit_kills_all and task.exit_status() is not None:
             return  # the task's end took every process of the container with it
