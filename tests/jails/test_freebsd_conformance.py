@@ -24,7 +24,7 @@ LIMITS = "rctl/racct enforcement needs a FreeBSD kernel; the rules are asserted 
 
 @pytest.fixture(scope="module")
 def fbsd_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Own copy: the fake finds a jail's processes by their root directory.
+    # Own copy: the backend makes mountpoints (/dev among them) in the image it is given.
     return rootfs_copy(busybox_rootfs, tmp_path_factory.mktemp("fbsd") / "jailroot")
 
 
