@@ -485,9 +485,10 @@ int main(int argc, char **argv) {
         int step = enter(&e);
         if (step == 0) execvp(argv[7], argv + 7);
         int saved = errno;
-        fprintf(stderr, "xc-supervisor: %s %s: %s\n", STEPS[step], step == 0 ? argv[7] : "",
-                strerror(saved));
-        return saved == ENOENT ? 127 : 126;
+        const char *what = step == 0 ? argv[7] : step == 2 ? e.cwd : NULL;
+        fprintf(stderr, "xc-supervisor: %s%s%s: %s\n", STEPS[step], what ? " " : "",
+                what ? what : "", strerror(saved));
+        return step == 0 && saved == ENOENT ? 127 : 126;
     }
     if (argc < 7) {
         fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "
