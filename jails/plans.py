@@ -12,7 +12,8 @@ spec.json is one flat object: the runtime's own header (``v``, ``backend``, ``na
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,14 +38,26 @@ def _version(data: Mapping[str, Any]) -> int:
     return v
 
 
-def _field(data: Mapping[str, Any], key: str, kind: type) -> Any:
+def _field(data: Mapping[str, Any], key: str, kind: type, task: str | None = None) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise JailError(
-            f"spec.json of task {data.get('name')!r}: {key!r} is {value!r}, "
+            f"spec.json of task {task or data.get('name')!r}: {key!r} is {value!r}, "
             f"expected {kind.__name__}; the state dir is damaged"
         )
     return value
+
+
+@contextlib.contextmanager
+def _damaged(data: Mapping[str, Any]) -> Iterator[None]:
+    """Any other shape error of a plan field is one JailError naming the task."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise JailError(
+            f"spec.json of task {data.get('name')!r} is damaged ({exc!r}); "
+            "destroy the task to clean up what its name identifies"
+        ) from exc
 
 
 def _ints(data: Mapping[str, Any], key: str) -> tuple[int, ...]:
@@ -82,6 +95,11 @@ class LinuxPlan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LinuxPlan:
         _version(data)  # v1 and v2 share these fields
+        with _damaged(data):
+            return cls._read(data)
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any]) -> LinuxPlan:
         return cls(
             uid=_field(data, "uid", int),
             gid=_field(data, "gid", int),
@@ -117,13 +135,13 @@ class MountStep:
                 "inner": self.inner, "dir": self.dir}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MountStep:
+    def from_json(cls, data: Mapping[str, Any], task: str) -> MountStep:
         inner = data.get("inner")
         return cls(
-            fs=_field(data, "fs", str),
-            opts=_field(data, "opts", str),
-            source=_field(data, "source", str),
-            target=_field(data, "target", str),
+            fs=_field(data, "fs", str, task),
+            opts=_field(data, "opts", str, task),
+            source=_field(data, "source", str, task),
+            target=_field(data, "target", str, task),
             inner=None if inner is None else str(inner),
             dir=bool(data.get("dir", True)),
         )
@@ -161,7 +179,13 @@ class FreeBSDPlan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FreeBSDPlan:
         version = _version(data)
-        mounts = tuple(MountStep.from_json(m) for m in _field(data, "mounts", list))
+        with _damaged(data):
+            return cls._read(data, version)
+
+    @classmethod
+    def _read(cls, data: Mapping[str, Any], version: int) -> FreeBSDPlan:
+        task = repr(data.get("name"))
+        mounts = tuple(MountStep.from_json(m, task) for m in _field(data, "mounts", list))
         jail_root = str(data.get("jail_root") or _field(data, "rootfs", str))
         common = {
             "env": _strs(data, "env"),

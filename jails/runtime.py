@@ -12,9 +12,7 @@ import abc
 import contextlib
 import json
 import os
-import select
 import signal as signals
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +31,7 @@ from jails.errors import (
 from jails.interactive import InteractiveExec
 from jails.model import ExitStatus, Usage
 from jails.plans import BackendPlan
+from jails.procwait import wait_pid_exit, wait_pids_exit
 from jails.spec import JailSpec, check_host
 from jails.taskdir import (
     TaskDir,
@@ -142,14 +141,19 @@ class Runtime(abc.ABC):
         tty: bool = True,
         env: Mapping[str, str] | None = None,
         size: tuple[int, int] | None = None,
-    ) -> InteractiveExec: ...
+    ) -> InteractiveExec:
+        """Start argv inside the running task, as the task's user in its cwd, with the task's
+        environment and ``env`` on top; with a pty when tty (size: cols, rows)."""
 
     @abc.abstractmethod
-    def health(self) -> tuple[bool, str, dict[str, str]]: ...
+    def health(self) -> tuple[bool, str, dict[str, str]]:
+        """(healthy, reason when not, fingerprint attributes) of this host for this backend."""
 
     # ---- shared operations ---------------------------------------------------------------------
 
     def start(self, spec: JailSpec) -> TaskHandle:
+        """Create the jail/container and run the task; returns once it runs. JailExists when the
+        name is taken; SpecError/HostUnsupported/JailError otherwise, with everything undone."""
         check_host(spec)
         self.sweep_garbage()  # first: a crashed start of this very name must not block it
         if self.dirs.get(spec.name) is not None:
@@ -204,12 +208,15 @@ class Runtime(abc.ABC):
         return task
 
     def exists(self, name: str) -> bool:
+        """Whether a task of that name has a published state dir (running or not)."""
         return self.dirs.get(name) is not None
 
     def names(self) -> list[str]:
+        """Every task of this state root, sorted."""
         return self.dirs.names()
 
     def handle(self, name: str) -> TaskHandle:
+        """The start() result again, from the state dir (pids 0 before the task ran)."""
         task = self._task(name)
         pids = task.pids()
         meta = task.spec()
@@ -222,6 +229,7 @@ class Runtime(abc.ABC):
         )
 
     def status(self, name: str) -> str:
+        """"running", "exited" or "unknown" (no such task, or its supervisor is gone unrecorded)."""
         task = self.dirs.get(name)
         if task is None:
             return "unknown"
@@ -232,9 +240,12 @@ class Runtime(abc.ABC):
         return "exited" if task.exit_status() is not None else "unknown"
 
     def exit_status(self, name: str) -> ExitStatus | None:
+        """The recorded exit, or None while the task runs; JailNotFound for no such task."""
         return self._task(name).exit_status()
 
     def wait(self, name: str, timeout: float | None = None) -> ExitStatus:
+        """Block until the task exits (WaitTimeout after timeout s). SupervisorError when its
+        outcome cannot be known (supervisor killed, host rebooted, start interrupted)."""
         task = self._task(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         recheck = True
@@ -278,10 +289,10 @@ class Runtime(abc.ABC):
             if pids is None:
                 time.sleep(slice_s)
             elif pid_alive(pids.pid, pids.pid_start, full=recheck):
-                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
+                wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
                                  (pids.pid, pids.pid_start)], slice_s)
             else:  # the task is gone: its exit status is being written right now
-                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
+                wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
                                 min(slice_s, 0.005))
 
     @staticmethod
@@ -291,6 +302,7 @@ class Runtime(abc.ABC):
         return pid_alive(pids.supervisor_pid, pids.supervisor_start, full=False)
 
     def signal(self, name: str, signum: int) -> None:
+        """Send signum to the task's main process; NotRunning once it exited."""
         task = self._task(name)
         if task.exit_status() is not None or task.pids() is None:
             raise NotRunning(name)
@@ -317,7 +329,8 @@ class Runtime(abc.ABC):
         self, task: TaskDir, plan: BackendPlan | None, timeout_s: float
     ) -> None:
         """SIGKILL the jail/container's processes until the supervisor records the exit. Repeated
-        because a process can still be joining (jexec attaching) when the first kill runs."""
+        because a process can still be joining (an exec session attaching) when the first kill
+        runs."""
         deadline = time.monotonic() + timeout_s
         if self.init_exit_kills_all and task.exit_status() is not None:
             return  # the task's end took every process of the container with it
@@ -334,9 +347,10 @@ class Runtime(abc.ABC):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
+            wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
 
     def stats(self, name: str) -> Usage:
+        """One usage sample of the whole jail/container (Usage.measured says which fields)."""
         task = self._task(name)
         usage = self._sample(task)
         with self._mu:
@@ -398,50 +412,6 @@ def env_dict(env: Sequence[str], extra: Mapping[str, str] | None = None) -> dict
     return out
 
 
-def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
-    """Block until pid exits or timeout_s passes."""
-    _wait_pids_exit([(pid, start)], timeout_s)
-
-
-def _wait_pids_exit(procs: Sequence[tuple[int, int]], timeout_s: float) -> None:
-    """Block until one of the (pid, start time) processes exits or timeout_s passes (pidfd on
-    Linux, kqueue on FreeBSD)."""
-    if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
-        fds: list[int] = []
-        try:
-            for pid, start in procs:
-                try:
-                    fds.append(os.pidfd_open(pid))
-                except ProcessLookupError:
-                    return
-                if not identity_alive(pid, start):  # recycled pid: the real one is gone
-                    return
-            select.select(fds, [], [], timeout_s)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return
-    if sys.platform.startswith("freebsd"):  # EVFILT_PROC / NOTE_EXIT on non-child pids
-        kq = select.kqueue()
-        try:
-            for pid, _start in procs:
-                ev = select.kevent(
-                    pid,
-                    filter=select.KQ_FILTER_PROC,
-                    flags=select.KQ_EV_ADD,
-                    fflags=select.KQ_NOTE_EXIT,
-                )
-                try:
-                    kq.control([ev], 0, 0)
-                except OSError:  # ESRCH: already gone
-                    return
-            kq.control(None, 1, timeout_s)  # callers verified the identities
-        finally:
-            kq.close()
-        return
-    time.sleep(min(timeout_s, 0.05))
-
-
 def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
     try:
         pids = task.pids()
@@ -458,4 +428,4 @@ def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.5))
+        wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.5))

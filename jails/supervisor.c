@@ -161,15 +161,24 @@ static const char *const STEPS[] = {"exec", "jail_attach", "chdir", "setgroups",
 static int attach(int jid) { return jail_attach(jid); }
 #elif defined(XC_FAKE_JAILS)
 /* Test builds only (tests/fixtures/fakefreebsd.py): the fake host keeps each jail's root at
- * XC_FAKE_JAILS/<jid>/root. Like jail_attach(2) this changes the root directory, not the
- * working directory. */
+ * XC_FAKE_JAILS/<jid>/root and its host.hostname in XC_FAKE_JAILS/<jid>/hostname. Like
+ * jail_attach(2) this changes the root directory (not the working directory) and the hostname
+ * the process sees (a UTS namespace of its own). */
+#include <sched.h>
 static int attach(int jid) {
-    char root[4096];
-    if ((size_t)snprintf(root, sizeof root, "%s/%d/root", XC_FAKE_JAILS, jid) >= sizeof root) {
+    char path[4096], host[256];
+    if ((size_t)snprintf(path, sizeof path, "%s/%d/hostname", XC_FAKE_JAILS, jid) >= sizeof path) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    return chroot(root);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, host, sizeof host);
+    close(fd);
+    if (n < 0) return -1;
+    if (unshare(CLONE_NEWUTS) != 0 || sethostname(host, (size_t)n) != 0) return -1;
+    snprintf(path, sizeof path, "%s/%d/root", XC_FAKE_JAILS, jid);
+    return chroot(path);
 }
 #else
 static int attach(int jid) {
@@ -485,9 +494,10 @@ int main(int argc, char **argv) {
         int step = enter(&e);
         if (step == 0) execvp(argv[7], argv + 7);
         int saved = errno;
-        fprintf(stderr, "xc-supervisor: %s %s: %s\n", STEPS[step], step == 0 ? argv[7] : "",
-                strerror(saved));
-        return saved == ENOENT ? 127 : 126;
+        const char *what = step == 0 ? argv[7] : step == 2 ? e.cwd : NULL;
+        fprintf(stderr, "xc-supervisor: %s%s%s: %s\n", STEPS[step], what ? " " : "",
+                what ? what : "", strerror(saved));
+        return step == 0 && saved == ENOENT ? 127 : 126;
     }
     if (argc < 7) {
         fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "

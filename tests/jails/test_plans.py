@@ -123,6 +123,14 @@ def test_a_damaged_field_names_the_field(tmp_path: Path) -> None:
         FreeBSDPlan.from_json(meta)
 
 
+@pytest.mark.parametrize("mounts", [[7], [{"fs": "nullfs"}]])
+def test_a_damaged_mount_step_is_one_jail_error(tmp_path: Path, mounts: list[object]) -> None:
+    meta = _install("xctest-plan-fbsd", "spec-v1-freebsd.json", tmp_path)
+    meta["mounts"] = mounts
+    with pytest.raises(JailError, match="xctest-plan-fbsd"):
+        FreeBSDPlan.from_json(meta)
+
+
 def test_destroy_with_a_damaged_spec_json_still_tears_down_by_name(tmp_path: Path) -> None:
     task = tmp_path / "state" / "tasks" / "xctest-broken"
     task.mkdir(parents=True)
