@@ -25,3 +25,5 @@ class StoreConfig:
     revalidate_tags: bool = True                  # HEAD the tag on each ensure_image
     task_props: dict[str, str] = field(default_factory=dict)  # e.g. {"setuid": "off"}
     max_image_size: str | None = None             # refquota on layer datasets, e.g. "20G"
+    linux_images: bool = False                    # FreeBSD: an index's Linux variant when it
+                                                  # has no FreeBSD one (Linux ABI)

@@ -92,5 +92,18 @@ class ZfsExists(ZfsError):
     """The dataset a create or clone names exists already."""
 
 
+class ZfsNoSpace(ZfsError):
+    """No room: the pool is full, or a quota is below what the dataset already holds."""
+
+
+class QuotaTooSmall(ImageError):
+    """A task's disk quota is below what its image already takes (``needed`` bytes)."""
+
+    def __init__(self, message: str, quota: int, needed: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.needed = needed
+
+
 class ZfsHasDependents(ZfsError):
     """A destroy was refused because clones or children depend on the dataset."""

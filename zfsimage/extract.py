@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -257,6 +258,9 @@ class _Applier:
         for attr, value in m.xattrs:
             if not attr.startswith(_XATTR_ALLOWED):
                 self.stats.note(f"{quote(m.name)}: xattr {quote(attr)} ignored")
+                continue
+            if not sys.platform.startswith("linux"):  # FreeBSD has extattr(2), no os.setxattr
+                self.stats.note(f"{quote(m.name)}: xattr {quote(attr)} not supported here")
                 continue
             try:
                 os.setxattr(fd, attr, value)

@@ -20,6 +20,21 @@ class Image:
     references: tuple[str, ...] = ()
     last_used: float = 0.0
 
+    @property
+    def os(self) -> str:
+        """The OS the image was built for: its config's ``os``, else the platform it was
+        pulled for."""
+        return (self.config.os or self.platform.split("/", 1)[0]).lower()
+
+    @property
+    def built_for(self) -> str:
+        """``os/arch[/variant]`` the image was built for, e.g. ``linux/amd64`` (its config's,
+        else the platform it was pulled for)."""
+        pulled = self.platform.split("/")
+        arch = self.config.architecture or (pulled[1] if len(pulled) > 1 else "")
+        variant = f"/{self.config.variant}" if self.config.variant else ""
+        return f"{self.os}/{arch}{variant}" if arch else self.os
+
 
 @dataclass(frozen=True)
 class PullProgress:

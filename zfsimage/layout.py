@@ -101,8 +101,8 @@ class OciLayout:
             raise DigestMismatch(f"layer {desc.digest} in {self.root} does not match its digest "
                                  "or size")
 
-    def resolve(self, name: str | None, plat: Platform, max_index_depth: int = 4
-                ) -> tuple[str, str, Manifest]:
+    def resolve(self, name: str | None, plat: Platform, max_index_depth: int = 4,
+                linux_images: bool = False) -> tuple[str, str, Manifest]:
         """-> (source digest, manifest digest, manifest) for the entry named ``name`` (the
         ref.name annotation) or the only/first entry of index.json."""
         try:
@@ -124,7 +124,7 @@ class OciLayout:
         if not entries:
             raise ImageNotFound(f"layout {self.root} holds no images")
         plat_entries = [e[0] for e in entries if e[0].platform is not None]
-        desc = select_platform(plat_entries, plat) if plat_entries else entries[0][0]
+        desc = select_platform(plat_entries, plat, linux_images) if plat_entries else entries[0][0]
         source = desc.digest
         depth = 0
         while True:
@@ -137,7 +137,7 @@ class OciLayout:
                 raise LimitExceeded(f"layout {self.root} nests image indexes more than "
                                     f"{max_index_depth} deep (max_index_depth)",
                                     "max_index_depth")
-            desc = select_platform(parse_index(data), plat)
+            desc = select_platform(parse_index(data), plat, linux_images)
 
 
 def _unpack(archive: Path, dest: Path, limits: LayerLimits) -> None:

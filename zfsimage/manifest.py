@@ -150,9 +150,13 @@ def parse_index(data: bytes) -> list[Descriptor]:
     return [parse_descriptor(m, f"index entry {i}") for i, m in enumerate(ms)]
 
 
-def select_platform(entries: list[Descriptor], want: Platform) -> Descriptor:
-    """First entry matching ``want``; attestation (unknown/unknown) and unknown types skipped."""
-    seen = []
+def select_platform(entries: list[Descriptor], want: Platform,
+                    linux_images: bool = False) -> Descriptor:
+    """The index entry to run for ``want``: the first one matching it; on FreeBSD, when none
+    does and ``linux_images`` allows it, the first Linux one its Linux ABI runs
+    (``Platform.linux_fallback``). Attestations (unknown/unknown) and unknown types skipped."""
+    seen: list[str] = []
+    usable: list[tuple[Descriptor, tuple[str, str, str | None]]] = []
     for d in entries:
         if d.media_type and d.media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
             continue
@@ -162,8 +166,19 @@ def select_platform(entries: list[Descriptor], want: Platform) -> Descriptor:
         if os_ == "unknown" and arch == "unknown":
             continue
         seen.append(printable(f"{os_}/{arch}" + (f"/{variant}" if variant else "")))
-        if want.matches(os_, arch, variant):
+        usable.append((d, d.platform))
+    for d, plat in usable:
+        if want.matches(*plat):
             return d
+    linux = want.linux_fallback()
+    fallback = next((d for d, plat in usable if linux is not None and linux.matches(*plat)),
+                    None)
+    if fallback is not None and linux_images:
+        return fallback
+    if fallback is not None:
+        raise ImageNotFound(f"image has no manifest for platform {want}, only for "
+                            f"{', '.join(seen)}; allow Linux images (linux_images = true) to "
+                            f"run its {linux} variant through FreeBSD's Linux ABI")
     raise ImageNotFound(f"image has no manifest for platform {want}; available: "
                         f"{', '.join(seen) or 'none'} (set `platform` to one of them)")
 

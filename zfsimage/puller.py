@@ -77,7 +77,7 @@ class Puller:
         while mt in INDEX_TYPES:
             depth += 1
             check_index_depth(depth, self.cfg.limits.max_index_depth, str(ref))
-            desc = select_platform(parse_index(data), plat)
+            desc = select_platform(parse_index(data), plat, self.cfg.linux_images)
             fm = client.get_manifest(ref, desc.digest)
             data, digest = fm.data, fm.digest
             mt = media_type_of(data, fm.content_type or desc.media_type)
@@ -119,7 +119,8 @@ class Puller:
         emit = progress or _no_progress
         with OciLayout.open(Path(layout), self.cfg.limits) as lay:
             source, mdigest, manifest = lay.resolve(name, plat,
-                                                     self.cfg.limits.max_index_depth)
+                                                     self.cfg.limits.max_index_depth,
+                                                     self.cfg.linux_images)
             with self.locks.thread_lock(f"image:{ref}:{plat}"):
                 return self._store(ref, plat, source, mdigest, manifest,
                                    lambda d: lay.read_blob(d, "image config"), lay.copy_blob,

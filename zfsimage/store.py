@@ -150,9 +150,11 @@ class ImageStore:
 
     # -- task rootfs ------------------------------------------------------------------------
 
-    def clone_rootfs(self, image: Image, task_key: str) -> Path:
-        """Clone the image's top snapshot as ``D/tasks/<task_key>``, mounted; idempotent."""
-        return self.clones.clone(image, task_key)
+    def clone_rootfs(self, image: Image, task_key: str, refquota: int | None = None) -> Path:
+        """Clone the image's top snapshot as ``D/tasks/<task_key>``, mounted, its disk limited
+        to ``refquota`` bytes (None: no quota); idempotent (an existing clone gets this quota).
+        ``QuotaTooSmall`` when the image alone takes more than ``refquota``."""
+        return self.clones.clone(image, task_key, refquota)
 
     def destroy_rootfs(self, task_key: str) -> None:
         """Destroy the task clone; success if it is already gone."""
