@@ -289,6 +289,21 @@ def taskstats_message() -> bytes:
     return bytes(stats_to_proto(sample).SerializeToString())
 
 
+def stream_counts(nomad: Nomad, runs: list[TaskRun]) -> tuple[list[int], list[str]]:
+    """Messages each task's TaskStats stream delivered, and a line for each stream that
+    delivered none or ended (a task that stopped being served), instead of failing on it."""
+    counts, problems = [], []
+    for r in runs:
+        res = nomad.rig.check("stream_poll", instance=nomad.instance,
+                              stream=f"stats:{r.task_id}", min_count=0, wait_s=0)
+        n = len(res.get("messages") or [])
+        counts.append(n)
+        if n == 0 or res.get("ended"):
+            why = f"ended ({res.get('end_error') or 'cleanly'})" if res.get("ended") else "open"
+            problems.append(f"stats:{r.task_id}: {n} messages, {why}")
+    return counts, problems
+
+
 def window_cpu(pid: int, seconds: float) -> float:
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
@@ -329,9 +344,7 @@ def main() -> int:
                             interval_s=1.0, stream=f"stats:{run.task_id}")
         time.sleep(2)                                  # streams settle into their interval
         serving = window_cpu(pid, a.window)
-        got = [len(nomad.rig.check("stream_poll", instance=nomad.instance,
-                                   stream=f"stats:{r.task_id}", min_count=0,
-                                   wait_s=0)["messages"]) for r in runs]
+        got, quiet_streams = stream_counts(nomad, runs)
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(nomad.destroy, runs))
@@ -362,6 +375,8 @@ def main() -> int:
     print(f"tasks={a.tasks} starts={a.starts} window={a.window:.0f}s; "
           f"stats samples per task in the window: min {min(got) if got else 0}, "
           f"max {max(got) if got else 0}\n")
+    for line in quiet_streams:
+        print(f"WARNING: TaskStats stream {line}")
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     head = ("measure", "xc", "baseline (same run)", "ratio", "goal")
     widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]

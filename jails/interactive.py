@@ -151,8 +151,10 @@ def collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     ie.wait(5)
                 raise ExecTimeout(name, timeout_s, b"".join(chunks), b"")
-            r, _, _ = select.select([ie.master_fd], [], [], remaining)
-            if not r:
+            # poll: select() refuses descriptors numbered 1024 or above, which a busy plugin has
+            poller = select.poll()
+            poller.register(ie.master_fd, select.POLLIN)
+            if not poller.poll(remaining * 1000.0):
                 continue
             try:
                 data = os.read(ie.master_fd, 65536)
