@@ -15,7 +15,7 @@ from pathlib import Path
 from jails.errors import SpecError
 from jails.names import is_valid_name
 
-# Jail parameters a spec may carry (operator-approved pass-through, oci-zfs-jails.md §5.4). Anything
+# Jail parameters a spec may carry (operator-approved pass-through, see jail(8)). Anything
 # else (path, name, ip*, vnet, exec.*, mount*, persist) is owned by the backend and refused.
 ALLOWED_JAIL_PARAM_PREFIXES = ("allow.",)
 ALLOWED_JAIL_PARAMS = frozenset(
@@ -29,8 +29,14 @@ ALLOWED_JAIL_PARAMS = frozenset(
         "sysvshm",
         "osrelease",
         "osreldate",
+        "linux.osname",  # with abi "linux": what uname(2) tells the image (jail(8) linux.*)
+        "linux.osrelease",
     }
 )
+# "native": the image's binaries are the host OS's own; "linux": a Linux image run through
+# FreeBSD's Linux ABI (linux64), with the file systems Linux programs expect (jails.linuxabi).
+# The Linux backend runs both the same way: there the image is native.
+ABIS = ("native", "linux")
 # "host": the host's addresses (ip4=inherit, ip6=inherit / no netns of its own); "netns": join the
 # existing network namespace at netns_path (Nomad's group network: the client made it).
 NETWORK_MODES = ("host", "netns")
@@ -190,6 +196,7 @@ class JailSpec:
     netns_path: str = ""  # with network="netns": the namespace to join (/var/run/netns/<id>)
     limits: Limits = field(default_factory=Limits)
     jail_params: tuple[tuple[str, str], ...] = ()
+    abi: str = "native"  # see ABIS
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not is_valid_name(self.name):
@@ -262,6 +269,8 @@ class JailSpec:
                 )
             _no_nul("jail_params", k + v)
         object.__setattr__(self, "jail_params", params)
+        if self.abi not in ABIS:
+            raise SpecError("abi", f"{self.abi!r} is not supported; use one of {ABIS}")
 
     def all_mounts(self) -> tuple[Mount | Tmpfs, ...]:
         """Bind and tmpfs mounts in mounting order: a parent before its children (stable

@@ -6,6 +6,8 @@
  *
  *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV...
  *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE runc RUNC ROOT BUNDLE NAME
+ *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE jail JID UID GID GROUPS CWD ARGV...
+ *   xc-supervisor --attach JID UID GID GROUPS CWD ARGV...
  *
  * The launched process forks the supervisor proper (its own session, a subreaper) and exits 0 once
  * the task runs (STATE_DIR/task.json written) or 1 if it could not be started (STATE_DIR/start_error
@@ -16,33 +18,50 @@
  * {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
  * exit_code 128+signal, as Nomad's executor does. OOM_FILE ("-" for none) is the memory cgroup's
  * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
+ * On FreeBSD OOM_FILE is "rctl:<jail>:<devd socket>": the jail's memory limit is an rctl
+ * memoryuse:sigkill rule with a memoryuse:devctl twin, and a "matched" notification of the twin,
+ * read from devd's seqpacket socket while the task runs, marks an OOM kill (see oom_watch_*).
  * In runc mode one `runc run -d` gets the log targets as stdio (never pipes: runc would hang);
  * the container init, reparented to us (the subreaper), is the task.
+ * In jail mode (FreeBSD) the task is our child that enters the jail itself: jail_attach(2) to JID,
+ * chdir(CWD) inside it, setgroups/setgid/setuid to the numeric ids (GROUPS: comma list or "-"),
+ * then execvp with exactly the environment we were given. Not jexec(8): it looks the user up
+ * by name in the jail's pwd.db (absent from most OCI images), ignores a group override, applies
+ * the jail's login.conf over the task's environment and always starts in "/" (jexec.c). --attach
+ * does the same in place for an exec session (its pid becomes the command's).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <grp.h>
+#include <limits.h>
 #ifdef __FreeBSD__
+#include <sys/param.h> /* before sys/user.h, which needs its definitions */
+#include <sys/jail.h>
 #include <sys/procctl.h>
 #include <sys/sysctl.h>
 #include <sys/user.h>
 #endif
 
 #define DRAIN_MS 5000
+#define OOM_WATCH_PREFIX "rctl:" /* OOM_FILE naming a jail to watch through devd */
 
 static const char *state_dir;
 static volatile sig_atomic_t task_pid = 0;
@@ -126,6 +145,96 @@ static int open_log(const char *path) {
     return fd;
 }
 
+/* Where a jailed command runs: jail, numeric identity, working directory. */
+struct entry {
+    int jid;
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[64];
+    int ngroups;
+    const char *cwd;
+};
+
+static const char *const STEPS[] = {"exec", "jail_attach", "chdir", "setgroups", "setgid", "setuid"};
+
+#if defined(__FreeBSD__)
+static int attach(int jid) { return jail_attach(jid); }
+#elif defined(XC_FAKE_JAILS)
+/* Test builds only (tests/fixtures/fakefreebsd.py): the fake host keeps each jail's root at
+ * XC_FAKE_JAILS/<jid>/root and its host.hostname in XC_FAKE_JAILS/<jid>/hostname. Like
+ * jail_attach(2) this changes the root directory (not the working directory) and the hostname
+ * the process sees (a UTS namespace of its own). */
+#include <sched.h>
+static int attach(int jid) {
+    char path[4096], host[256];
+    if ((size_t)snprintf(path, sizeof path, "%s/%d/hostname", XC_FAKE_JAILS, jid) >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, host, sizeof host);
+    close(fd);
+    if (n < 0) return -1;
+    if (unshare(CLONE_NEWUTS) != 0 || sethostname(host, (size_t)n) != 0) return -1;
+    snprintf(path, sizeof path, "%s/%d/root", XC_FAKE_JAILS, jid);
+    return chroot(path);
+}
+#else
+static int attach(int jid) {
+    (void)jid;
+    errno = ENOSYS;
+    return -1;
+}
+#endif
+
+/* Enter the jail as e says; returns 0, or the failed step's index in STEPS with errno set. */
+static int enter(const struct entry *e) {
+    if (attach(e->jid) != 0) return 1;
+    if (chdir(e->cwd) != 0) return 2;
+    if (setgroups(e->ngroups, e->groups) != 0) return 3;
+    if (setgid(e->gid) != 0) return 4;
+    if (setuid(e->uid) != 0) return 5;
+    return 0;
+}
+
+static int parse_id(const char *s, unsigned long *out) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != 0 || v > 0x7fffffffUL) return -1;
+    *out = v;
+    return 0;
+}
+
+/* JID UID GID GROUPS CWD; -1 on malformed input. */
+static int parse_entry(char *const args[], struct entry *e) {
+    unsigned long v;
+    memset(e, 0, sizeof *e);
+    if (parse_id(args[0], &v) != 0) return -1;
+    e->jid = (int)v;
+    if (parse_id(args[1], &v) != 0) return -1;
+    e->uid = (uid_t)v;
+    if (parse_id(args[2], &v) != 0) return -1;
+    e->gid = (gid_t)v;
+#ifdef __FreeBSD__
+    /* Before FreeBSD 15, setgroups(2) takes the effective gid as the first entry. */
+    e->groups[e->ngroups++] = e->gid;
+#endif
+    if (strcmp(args[3], "-") != 0) {
+        char buf[1024];
+        if ((size_t)snprintf(buf, sizeof buf, "%s", args[3]) >= sizeof buf) return -1;
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            if (e->ngroups >= (int)(sizeof e->groups / sizeof e->groups[0])) return -1;
+            if (parse_id(tok, &v) != 0) return -1;
+            e->groups[e->ngroups++] = (gid_t)v;
+        }
+    }
+    e->cwd = args[4];
+    return e->cwd[0] == '/' ? 0 : -1;
+}
+
 static void child_stdio(int in, int out, int err) {
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(126);
     sigset_t none;
@@ -134,31 +243,36 @@ static void child_stdio(int in, int out, int err) {
     for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
 }
 
-/* fork+exec; returns the pid, or -1 with errno set if exec failed (reported through a pipe). */
-static pid_t spawn(char *const argv[], int in, int out, int err) {
+/* fork+exec (entering the jail first when e is given); returns the pid, or -1 with errno set and
+ * *step the failed step (index in STEPS), reported through a pipe by the child. */
+static pid_t spawn(char *const argv[], int in, int out, int err, const struct entry *e, int *step) {
     int p[2];
+    *step = 0;
     if (pipe2(p, O_CLOEXEC) != 0) return -1;
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
         close(p[0]);
         child_stdio(in, out, err);
-        execvp(argv[0], argv);
-        int e = errno;
-        ssize_t w = write(p[1], &e, sizeof e);
+        int failed[2] = {0, 0};
+        if (e != NULL) failed[1] = enter(e);
+        if (failed[1] == 0) execvp(argv[0], argv);
+        failed[0] = errno;
+        ssize_t w = write(p[1], failed, sizeof failed);
         (void)w;
         _exit(127);
     }
     close(p[1]);
-    int e = 0;
+    int failed[2] = {0, 0};
     ssize_t r;
-    do r = read(p[0], &e, sizeof e);
+    do r = read(p[0], failed, sizeof failed);
     while (r < 0 && errno == EINTR);
     close(p[0]);
-    if (r == (ssize_t)sizeof e) {
+    if (r == (ssize_t)sizeof failed) {
         int st;
         waitpid(pid, &st, 0);
-        errno = e;
+        *step = failed[1];
+        errno = failed[0];
         return -1;
     }
     return pid;
@@ -178,7 +292,8 @@ static void forward(int sig) {
 }
 
 static long oom_kills(const char *path) {
-    if (strcmp(path, "-") == 0) return 0;
+    if (strcmp(path, "-") == 0 || strncmp(path, OOM_WATCH_PREFIX, strlen(OOM_WATCH_PREFIX)) == 0)
+        return 0;
     FILE *f = fopen(path, "re");
     if (!f) return 0;
     char line[256];
@@ -188,6 +303,136 @@ static long oom_kills(const char *path) {
     }
     fclose(f);
     return n;
+}
+
+/* ---- FreeBSD memory limit: OOM kills learnt from devd's RCTL notifications -----------------
+ * The kernel's rctl_enforce() queues, for a devctl rule, the devctl_notify() line
+ *   !system=RCTL subsystem=rule type=matched rule=jail:<jail>:memoryuse:devctl=<bytes> pid=<p>
+ *   ruid=<uid> jail=<jail>
+ * (one line; see jails/devd.py for the Python twin of this matcher and the kernel sources it
+ * follows), and devd(8) forwards each line unchanged, one packet per line, to the clients of its
+ * seqpacket socket. The watch connects before the task starts, so no line of its life is missed. */
+#define OOM_GRACE_MS 1000
+#define DEVD_MAXBUF 8192
+
+static struct {
+    int fd;
+    char jail[64];
+    int killed;
+} oom_watch = {-1, "", 0};
+
+static void on_sigchld(int sig) { (void)sig; }
+
+/* 1 when one devd packet says the memoryuse devctl rule of `jail` matched a process of it. */
+static int rctl_oom_line(const char *msg, size_t len, const char *jail) {
+    static const char head[] = "!system=RCTL subsystem=rule type=matched ";
+    char buf[1024], want[128];
+    if (len >= sizeof buf) return 0;
+    memcpy(buf, msg, len);
+    buf[len] = 0;
+    while (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
+    if (strncmp(buf, head, sizeof head - 1) != 0 || strchr(buf, '\n') != NULL) return 0;
+    if ((size_t)snprintf(want, sizeof want, "jail:%s:memoryuse:devctl=", jail) >= sizeof want)
+        return 0;
+    int rule_ok = 0, jail_ok = 0, rules = 0, jails = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf + sizeof head - 1, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        if (strncmp(tok, "rule=", 5) == 0) {
+            const char *amount = tok + 5 + strlen(want);
+            rules++;
+            rule_ok = strncmp(tok + 5, want, strlen(want)) == 0 && *amount != 0 &&
+                      strspn(amount, "0123456789") == strlen(amount);
+        } else if (strncmp(tok, "jail=", 5) == 0) {
+            jails++;
+            jail_ok = strcmp(tok + 5, jail) == 0;
+        }
+    }
+    /* A key given twice is not a line the kernel wrote (a jail name with spaces could try). */
+    return rules == 1 && jails == 1 && rule_ok && jail_ok;
+}
+
+/* Connect to devd for "rctl:<jail>:<socket>". Without devd the limit still kills; the kill is
+ * then reported as a plain SIGKILL, and the plugin's fingerprint says why (driver.xc.devd). */
+static void oom_watch_open(const char *spec) {
+    if (strncmp(spec, OOM_WATCH_PREFIX, strlen(OOM_WATCH_PREFIX)) != 0) return;
+    const char *jail = spec + strlen(OOM_WATCH_PREFIX), *colon = strchr(jail, ':');
+    if (!colon || (size_t)(colon - jail) >= sizeof oom_watch.jail) return;
+    memcpy(oom_watch.jail, jail, (size_t)(colon - jail));
+    oom_watch.jail[colon - jail] = 0;
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(colon + 1) >= sizeof sun.sun_path) return;
+    strcpy(sun.sun_path, colon + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+        close(fd);
+        return;
+    }
+    oom_watch.fd = fd;
+    /* SIGCHLD stays blocked except inside ppoll, so a task exit always interrupts the wait. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+}
+
+/* Read what devd sent within timeout_ms (-1: until a signal); 0 once devd hung up. */
+static int oom_watch_poll(int timeout_ms) {
+    struct pollfd pfd = {oom_watch.fd, POLLIN, 0};
+    sigset_t open_mask;
+    sigprocmask(SIG_SETMASK, NULL, &open_mask);
+    sigdelset(&open_mask, SIGCHLD);
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    int n = ppoll(&pfd, 1, timeout_ms < 0 ? NULL : &ts, &open_mask);
+    if (n <= 0) return 1;
+    char msg[DEVD_MAXBUF];
+    for (;;) {
+        ssize_t r = recv(oom_watch.fd, msg, sizeof msg, MSG_DONTWAIT);
+        if (r > 0) {
+            if (rctl_oom_line(msg, (size_t)r, oom_watch.jail)) oom_watch.killed = 1;
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 1;
+        close(oom_watch.fd); /* devd went away (restart): the rest of this life is unwatched */
+        oom_watch.fd = -1;
+        return 0;
+    }
+}
+
+/* Reap until the task itself exits, reading devd meanwhile; its wait status (-1: no child). A
+ * task ended by SIGKILL gets a short grace for the notification, which devd forwards after the
+ * kernel queued it next to the signal. */
+static int reap_task_watching(pid_t pid) {
+    sigset_t open_mask;
+    sigprocmask(SIG_SETMASK, NULL, &open_mask);
+    sigdelset(&open_mask, SIGCHLD);
+    int status, st;
+    for (;;) {
+        pid_t r = waitpid(-1, &st, WNOHANG);
+        if (r == pid) {
+            status = st;
+            break;
+        }
+        if (r > 0) continue;
+        if (r < 0 && errno == ECHILD) return -1;
+        if (oom_watch.fd >= 0)
+            oom_watch_poll(-1);
+        else
+            sigsuspend(&open_mask);
+    }
+    for (int waited = 0; oom_watch.fd >= 0 && !oom_watch.killed && WIFSIGNALED(status) &&
+                         WTERMSIG(status) == SIGKILL && waited < OOM_GRACE_MS;
+         waited += 50)
+        oom_watch_poll(50);
+    if (oom_watch.fd >= 0) oom_watch_poll(0);
+    return status;
 }
 
 static void json_escape(char *dst, size_t n, const char *src) {
@@ -234,20 +479,45 @@ int main(int argc, char **argv) {
         printf("%llu\n", t);
         return 0;
     }
+    if (argc == 4 && strcmp(argv[1], "--rctl-oom-match") == 0) {
+        /* The devd line matcher on its own, for table tests: JAIL LINE -> "1" or "0". */
+        printf("%d\n", rctl_oom_line(argv[3], strlen(argv[3]), argv[2]));
+        return 0;
+    }
+    if (argc >= 8 && strcmp(argv[1], "--attach") == 0) {
+        /* An exec session: enter the jail and become the command. */
+        struct entry e;
+        if (parse_entry(argv + 2, &e) != 0) {
+            fprintf(stderr, "xc-supervisor: --attach takes JID UID GID GROUPS CWD ARGV...\n");
+            return 2;
+        }
+        int step = enter(&e);
+        if (step == 0) execvp(argv[7], argv + 7);
+        int saved = errno;
+        const char *what = step == 0 ? argv[7] : step == 2 ? e.cwd : NULL;
+        fprintf(stderr, "xc-supervisor: %s%s%s: %s\n", STEPS[step], what ? " " : "",
+                what ? what : "", strerror(saved));
+        return step == 0 && saved == ENOENT ? 127 : 126;
+    }
     if (argc < 7) {
         fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "
-                        "runc RUNC ROOT BUNDLE NAME\n");
+                        "runc RUNC ROOT BUNDLE NAME | jail JID UID GID GROUPS CWD ARGV...\n");
         return 2;
     }
     state_dir = argv[1];
     const char *out_path = argv[2], *err_path = argv[3], *oom_file = argv[4], *mode = argv[5];
-    int is_runc = strcmp(mode, "runc") == 0;
-    if (!is_runc && strcmp(mode, "exec") != 0) {
+    int is_runc = strcmp(mode, "runc") == 0, is_jail = strcmp(mode, "jail") == 0;
+    if (!is_runc && !is_jail && strcmp(mode, "exec") != 0) {
         fprintf(stderr, "xc-supervisor: unknown mode %s\n", mode);
         return 2;
     }
     if (is_runc && argc != 10) {
         fprintf(stderr, "xc-supervisor: runc mode takes RUNC ROOT BUNDLE NAME\n");
+        return 2;
+    }
+    struct entry jail_entry;
+    if (is_jail && (argc < 12 || parse_entry(argv + 6, &jail_entry) != 0)) {
+        fprintf(stderr, "xc-supervisor: jail mode takes JID UID GID GROUPS CWD ARGV...\n");
         return 2;
     }
 
@@ -294,8 +564,17 @@ int main(int argc, char **argv) {
     if (err < 0) start_failed(ready[1], err_path, errno);
 
     pid_t pid;
-    if (!is_runc) {
-        pid = spawn(argv + 6, devnull, out, err);
+    int step = 0;
+    if (!is_runc) oom_watch_open(oom_file); /* before the task exists: no notification missed */
+    if (is_jail) {
+        pid = spawn(argv + 11, devnull, out, err, &jail_entry, &step);
+        if (pid < 0) {
+            char what[1200];
+            snprintf(what, sizeof what, "%s %s", STEPS[step], step == 0 ? argv[11] : jail_entry.cwd);
+            start_failed(ready[1], step == 2 || step == 0 ? what : STEPS[step], errno);
+        }
+    } else if (!is_runc) {
+        pid = spawn(argv + 6, devnull, out, err, NULL, &step);
         if (pid < 0) start_failed(ready[1], argv[6], errno);
     } else {
         char pidfile[4096], logfile[4096];
@@ -306,7 +585,7 @@ int main(int argc, char **argv) {
          * even an init that is already gone stays a zombie we reap and record below. */
         char *run[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
                        "run", "-d", "--bundle", argv[8], "--pid-file", pidfile, argv[9], NULL};
-        pid_t c = spawn(run, devnull, out, err);
+        pid_t c = spawn(run, devnull, out, err, NULL, &step);
         if (c < 0) start_failed(ready[1], argv[6], errno);
         int st = wait_exact(c);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -341,16 +620,20 @@ int main(int argc, char **argv) {
 
     /* Reap everything reparented to us; the task's own status is the one we record. */
     int status = 0;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(-1, &st, 0);
-        if (r == pid) {
-            status = st;
-            break;
-        }
-        if (r < 0 && errno == ECHILD) {
-            status = -1;
-            break;
+    if (oom_watch.fd >= 0) {
+        status = reap_task_watching(pid);
+    } else {
+        for (;;) {
+            int st;
+            pid_t r = waitpid(-1, &st, 0);
+            if (r == pid) {
+                status = st;
+                break;
+            }
+            if (r < 0 && errno == ECHILD) {
+                status = -1;
+                break;
+            }
         }
     }
     task_pid = 0;
@@ -363,12 +646,12 @@ int main(int argc, char **argv) {
     } else {
         code = WEXITSTATUS(status);
     }
-    long ooms = oom_kills(oom_file);
+    int oom = oom_kills(oom_file) > 0 || oom_watch.killed;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     snprintf(body, sizeof body,
              "{\"exit_code\": %d, \"signal\": %d, \"oom_killed\": %s, \"finished_at\": %ld.%06ld}\n",
-             code, sig, ooms > 0 ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
+             code, sig, oom ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
     if (write_atomic("exit.json", body) != 0) die_errno("write exit.json");
     /* Give a late log reader up to DRAIN_MS to take what the task wrote into the FIFOs. */
     signal(SIGTERM, SIG_DFL);
