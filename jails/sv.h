@@ -5,7 +5,8 @@
  *   sv_jail.c      jail mode and --attach (FreeBSD, or the fake host's stand-in), FreeBSD
  *                  start time and reaper
  *   sv_oomwatch.c  FreeBSD memory limit: OOM kills learnt from devd's RCTL notifications
- * jails/supervisor.py compiles all of them together into one binary.
+ * jails/supervisor.py compiles all of them together into one binary. Every unit includes this
+ * header first: it defines _GNU_SOURCE, which must precede every system header.
  */
 #ifndef XC_SV_H
 #define XC_SV_H
