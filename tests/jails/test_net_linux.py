@@ -26,7 +26,12 @@ from jails.errors import CommandFailed
 from jails.net import AllocNetwork, NetworkError, PortMapping
 from jails.net.leases import Lease
 from jails.net.linuxnet import LinuxNetworks
-from tests.fixtures.network import leftovers, net_bridge, net_prefix
+from tests.fixtures.network import (
+    assert_routed_to_test_bridge,
+    leftovers,
+    net_bridge,
+    net_prefix,
+)
 
 pytestmark = pytest.mark.root
 
@@ -102,6 +107,7 @@ def test_two_allocs_publish_their_own_pages_and_reach_each_other(
     assert get(f"http://{a.gateway}:{pa}/") == "page of A\n"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{a.gateway}:{pb}/", timeout=1)
+    assert_routed_to_test_bridge(a.address)
     fetched = in_netns(a, "busybox", "wget", "-q", "-O", "-", f"http://{b.address}:8080/")
     assert fetched.stdout == "page of B\n", fetched.stderr
     route = in_netns(a, "ip", "route", "show", "default").stdout
