@@ -37,7 +37,7 @@ class JailExists(JailError):
 
 
 class CommandFailed(JailError):
-    """An external tool (runc, jail, jexec, jls, rctl, mount) exited with an unexpected status."""
+    """An external tool (runc, jail, jls, rctl, mount) exited with an unexpected status."""
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
         self.argv = tuple(argv)

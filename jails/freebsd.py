@@ -1,8 +1,10 @@
-"""FreeBSD backend: one persistent jail per task, the task started with jexec as its user, rctl
-limits added before the jail exists and removed after it is gone, usage read from racct.
+"""FreeBSD backend: one persistent jail per task, the task started by the supervisor entering the
+jail itself (jail_attach, numeric ids, the task's own environment), rctl limits added before the
+jail exists and removed after it is gone, usage read from racct.
 
 Every external command goes through ``self.run`` (argv lists), so tests on Linux assert each
-command line exactly; the supervisor launch is injectable for the same reason.
+command line exactly; the supervisor binary and its launch are injectable for the same reason
+(tests/fixtures/fakefreebsd.py runs this code unchanged on Linux).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ctypes.util
 import dataclasses
 import errno
 import os
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,14 +28,26 @@ from jails.errors import (
     NotRunning,
     SpecError,
 )
+from jails.fbsdmounts import (
+    Held,
+    check_bind,
+    copy_file,
+    ensure_mountpoint,
+    inode_of,
+    mount_plan,
+    mountpoint_base,
+    nullfs_file_binds,
+    parse_mount_p,
+)
 from jails.interactive import InteractiveExec, spawn_interactive
 from jails.jailparams import jail_create_argv, jail_ref
 from jails.model import Usage
 from jails.ociconfig import task_env
+from jails.plans import BackendPlan, FreeBSDPlan, MountStep
 from jails.probe import probe_host
 from jails.rctl import parse_usage, rctl_rules, rule_filter, usage_from_racct
 from jails.runtime import Runtime, TaskHandle, env_dict
-from jails.spec import JailSpec, Mount, Tmpfs
+from jails.spec import JailSpec
 from jails.supervisor import ensure_binary, launch, start_time_via_binary
 from jails.taskdir import TaskDir, TaskPids, set_start_time_probe
 from jails.users import resolve_user
@@ -69,8 +84,10 @@ class FreeBSDRuntime(Runtime):
         runner: _cmd.Runner = _cmd.run,
         launcher: Launcher | None = None,
         racct_reader: Callable[[str], str | None] | None = None,
+        supervisor_bin: Path | None = None,
+        release: str | None = None,
+        inode_of: Callable[[str], int] = inode_of,
         jail_bin: str = "/usr/sbin/jail",
-        jexec_bin: str = "/usr/sbin/jexec",
         jls_bin: str = "/usr/sbin/jls",
         rctl_bin: str = "/usr/bin/rctl",
         mount_bin: str = "/sbin/mount",
@@ -82,13 +99,20 @@ class FreeBSDRuntime(Runtime):
         self.run = runner
         self._launcher = launcher
         self._racct_reader = racct_reader if racct_reader is not None else _racct_syscall
-        self.jail_bin, self.jexec_bin, self.jls_bin = jail_bin, jexec_bin, jls_bin
+        self._supervisor_bin = supervisor_bin
+        self._inode_of = inode_of  # of a mountpoint, after the mount (tests without mounts fake it)
+        # uname -r of the host (what the fingerprint reports): decides single-file nullfs binds
+        self.release = release if release is not None else platform.release()
+        self.jail_bin, self.jls_bin = jail_bin, jls_bin
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
         self._refs: dict[str, str] = {}  # task name -> its jail's full name (jail_ref)
         if not Path("/proc/self/stat").exists():
-            set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
+            set_start_time_probe(start_time_via_binary(self._binary()))
+
+    def _binary(self) -> Path:
+        return self._supervisor_bin or ensure_binary(self.state_root)
 
     def start(self, spec: JailSpec) -> TaskHandle:
         refuse_network(spec)  # before any side effect, and before check_host looks for a netns
@@ -96,56 +120,75 @@ class FreeBSDRuntime(Runtime):
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 
-    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+    def _prepare(self, spec: JailSpec, staging: Path) -> FreeBSDPlan:
         user = resolve_user(spec.rootfs, spec.user, spec.group)
-        if user.name is None:
-            # jexec -U looks the user up in the jail's passwd by name.
-            raise SpecError("user", f"{spec.user!r} must exist in the image's /etc/passwd")
-        return {
-            "user": user.name,
-            "env": task_env(spec, user),
-            "cwd": spec.cwd,
-            "mounts": self._mount_plan(spec),
-            "jail_root": str(self._jail_root(spec)),
-            "rctl": rctl_rules(jail_ref(spec), spec.limits),
-            "jail": jail_ref(spec),
-        }
+        jail_root = self._jail_root(spec)
+        return FreeBSDPlan(
+            user=user.name,
+            uid=user.uid,
+            gid=user.gid,
+            groups=user.additional_gids,
+            env=tuple(task_env(spec, user)),
+            cwd=spec.cwd,
+            mounts=mount_plan(spec, jail_root, file_binds=nullfs_file_binds(self.release)),
+            jail_root=str(jail_root),
+            rctl=tuple(rctl_rules(jail_ref(spec), spec.limits)),
+            jail=jail_ref(spec) if spec.network == "parent" else "",
+        )
+
+    def _load_plan(self, meta: Mapping[str, Any]) -> FreeBSDPlan:
+        return FreeBSDPlan.from_json(meta)
 
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
-        meta = task.spec()
+        plan = FreeBSDPlan.from_json(task.spec())
         # rctl first: the rules exist before any process of the jail does.
-        for rule in meta["rctl"]:
+        for rule in plan.rctl:
             self._rctl_add(rule)
-        done: list[Mapping[str, Any]] = []
-        for m in meta["mounts"]:
-            if m["inner"] is None:
-                Path(m["target"]).mkdir(parents=True, exist_ok=True)
-            else:
-                base, rel = _mountpoint_base(spec.rootfs, done, m["inner"])
-                _ensure_mountpoint(base, rel, want_dir=m["dir"])
-            self.run([self.mount_bin, "-t", m["fs"], "-o", m["opts"], m["source"], m["target"]])
-            done.append(m)
-        jail_root = Path(meta["jail_root"]) if "jail_root" in meta else spec.rootfs
+        self._mount_all(spec.rootfs, plan.mounts)
+        jail_root = Path(plan.jail_root)
         self.run(jail_create_argv(dataclasses.replace(spec, rootfs=jail_root), self.jail_bin))
+        jid = self._jid(jail_ref(spec))
+        if jid is None:
+            raise JailError(f"jail {jail_ref(spec)} vanished right after jail -c")
         if spec.limits.cpuset:
-            # Pins the jail's root cpuset: every process of the jail, jexec'd ones included.
-            jid = self._jid(meta["jail"])
-            if jid is None:
-                raise JailError(f"jail {spec.name} vanished right after jail -c")
+            # Pins the jail's root cpuset: every process of the jail, exec sessions included.
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
-        argv = [self.jexec_bin, "-U", meta["user"], meta["jail"], *_with_cwd(spec.cwd, spec.argv)]
-        env = env_dict(meta["env"])
+        mode = ["jail", *_entry_args(jid, _ids(plan, spec.rootfs), plan.cwd), *spec.argv]
+        env = env_dict(plan.env)
         if self._launcher is not None:
-            return self._launcher(task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env)
-        return launch(
-            ensure_binary(self.state_root),
-            task,
-            spec.stdout_path,
-            spec.stderr_path,
-            None,
-            ["exec", *argv],
-            env=env,
-        )
+            return self._launcher(task, spec.stdout_path, spec.stderr_path, mode, env)
+        return launch(self._binary(), task, spec.stdout_path, spec.stderr_path, None, mode,
+                      env=env)
+
+    def _mount_all(self, rootfs: Path, steps: Sequence[MountStep]) -> None:
+        """Make each mountpoint without following the image's symlinks, then mount; a bind
+        source is held open from before its mount and checked against the mount after it, so a
+        source swapped in between fails the start (the caller's teardown unmounts)."""
+        done: list[MountStep] = []
+        for m in steps:
+            if m.inner is None:
+                Path(m.target).mkdir(parents=True, exist_ok=True)
+            else:
+                base, rel = mountpoint_base(rootfs, done, m.inner)
+                if m.fs == "copy":
+                    copy_file(m, base, rel)
+                    done.append(m)
+                    continue
+                ensure_mountpoint(base, rel, want_dir=m.dir)
+            held = Held.open(m.source) if m.fs == "nullfs" and m.inner is not None else None
+            try:
+                self.run([self.mount_bin, "-t", m.fs, "-o", m.opts, m.source, m.target])
+                if held is not None:
+                    check_bind(m, held, self._mounted_from(m.target), self._inode_of(m.target))
+            finally:
+                if held is not None:
+                    held.close()
+            done.append(m)
+
+    def _mounted_from(self, target: str) -> str | None:
+        """The source of what is mounted on target now (mount -p: statfs's f_mntfromname)."""
+        table = parse_mount_p(self.run([self.mount_bin, "-p"]).stdout)
+        return table.get(os.path.realpath(target))
 
     def _jail_root(self, spec: JailSpec) -> Path:
         """The jail's path: the clone itself, or with readonly_root a read-only nullfs view of it
@@ -155,26 +198,6 @@ class FreeBSDRuntime(Runtime):
         if spec.readonly_root:
             return self.state_root / "roots" / spec.name
         return spec.rootfs
-
-    def _mount_plan(self, spec: JailSpec) -> list[dict[str, Any]]:
-        """The mounts in mounting order (teardown unmounts them in reverse): the read-only root
-        view first, then binds (nullfs) and tmpfs, parents before children. ``inner`` is the
-        mountpoint inside the image (None: the view's own directory), ``dir`` whether it is a
-        directory (a bound file needs a file)."""
-        root = self._jail_root(spec)
-        plan: list[dict[str, Any]] = []
-        if root != spec.rootfs:
-            plan.append({"fs": "nullfs", "opts": "ro", "source": str(spec.rootfs),
-                         "target": str(root), "inner": None, "dir": True})
-        for m in spec.all_mounts():
-            entry: dict[str, Any] = {"target": str(root) + m.target, "inner": m.target}
-            if isinstance(m, Mount):
-                entry.update(fs="nullfs", opts="ro" if m.readonly else "rw",
-                             source=str(m.source), dir=m.source.is_dir())
-            else:
-                entry.update(fs="tmpfs", opts=tmpfs_opts(m), source="tmpfs", dir=True)
-            plan.append(entry)
-        return plan
 
     def _rctl_add(self, rule: str) -> None:
         try:
@@ -189,7 +212,7 @@ class FreeBSDRuntime(Runtime):
         if pids is None or not task.supervisor_alive():
             raise NotRunning(task.name)
         try:
-            os.kill(pids.pid, signum)  # jexec execvp's the command: its pid is the task's
+            os.kill(pids.pid, signum)  # the supervisor's child became the task (execvp)
         except ProcessLookupError as exc:
             raise NotRunning(task.name) from exc
 
@@ -198,28 +221,30 @@ class FreeBSDRuntime(Runtime):
         jid = res.stdout.strip()
         return jid if res.returncode == 0 and jid else None
 
-    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
-        jid = self._jid(_ref(name, meta))
+    def _kill_all(self, name: str, plan: BackendPlan | None) -> None:
+        jid = self._jid(_ref(name, plan))
         if jid is not None:
             self.run([self.pkill_bin, "-KILL", "-j", jid], ok_codes=(0, 1))
 
-    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
-        name = _ref(name, meta)
+    def _teardown(self, name: str, plan: BackendPlan | None) -> None:
+        name = _ref(name, plan)
         try:
             self.run([self.jail_bin, "-r", name])
         except CommandFailed as exc:
             if not _gone(exc, "not found", "no such"):
                 raise
-        for m in reversed(list((meta or {}).get("mounts", []))):
+        mounts = plan.mounts if isinstance(plan, FreeBSDPlan) else ()
+        for m in reversed(mounts):
+            if not m.mounted:
+                continue
             try:
-                self.run([self.umount_bin, "-f", m["target"]])
+                self.run([self.umount_bin, "-f", m.target])
             except CommandFailed as exc:
                 if not _gone(exc, "not a file system root", "not mounted", "no such", "invalid"):
                     raise
-        jail_root = (meta or {}).get("jail_root")
-        if jail_root and jail_root != (meta or {}).get("rootfs"):
+        if mounts and mounts[0].inner is None:
             with contextlib.suppress(FileNotFoundError):
-                os.rmdir(jail_root)  # the view's mountpoint, unmounted above
+                os.rmdir(mounts[0].target)  # the read-only view's mountpoint, unmounted above
         try:
             self.run([self.rctl_bin, "-r", rule_filter(name)])
         except CommandFailed as exc:
@@ -229,7 +254,7 @@ class FreeBSDRuntime(Runtime):
     def _sample(self, task: TaskDir) -> Usage:
         ref = self._refs.get(task.name)
         if ref is None:  # read once per task and process: samples come every second
-            ref = self._refs[task.name] = _ref(task.name, task.spec())
+            ref = self._refs[task.name] = _ref(task.name, self._load_plan(task.spec()))
         subject = f"jail:{ref}"
         text = self._racct_reader(subject)
         if text is None:
@@ -247,11 +272,6 @@ class FreeBSDRuntime(Runtime):
 
     # ---- exec ----------------------------------------------------------------------------------
 
-    def _exec_argv(self, task: TaskDir, argv: Sequence[str]) -> list[str]:
-        meta = task.spec()
-        return [self.jexec_bin, "-U", meta["user"], _ref(task.name, meta),
-                *_with_cwd(meta["cwd"], argv)]
-
     def exec_interactive(
         self,
         name: str,
@@ -262,73 +282,35 @@ class FreeBSDRuntime(Runtime):
         size: tuple[int, int] | None = None,
     ) -> InteractiveExec:
         task = self._exec_task(name, argv)
-        full = self._exec_argv(task, argv)
-        # jexec becomes the command: the pty is the command's own terminal, left in cooked mode.
-        return spawn_interactive(full, tty=tty, env=env_dict(task.spec()["env"], env), size=size)
+        meta = task.spec()
+        plan = FreeBSDPlan.from_json(meta)
+        jid = self._jid(_ref(name, plan))
+        if jid is None:
+            raise NotRunning(name)
+        ids = _ids(plan, Path(str(meta.get("rootfs", plan.jail_root))))
+        full = [str(self._binary()), "--attach", *_entry_args(jid, ids, plan.cwd), *argv]
+        # The supervisor enters the jail and becomes the command: the pty is the command's own
+        # terminal, left in cooked mode; the environment is the task's with env on top.
+        return spawn_interactive(full, tty=tty, env=env_dict(plan.env, env), size=size)
 
 
-def _ref(name: str, meta: Mapping[str, Any] | None) -> str:
-    """The kernel's name of the task's jail (``jail_ref``), as recorded at start."""
-    return str((meta or {}).get("jail") or name)
+def _ref(name: str, plan: BackendPlan | None) -> str:
+    """The kernel's name of the task's jail (``jail_ref``), as its plan recorded it."""
+    return (plan.jail if isinstance(plan, FreeBSDPlan) else "") or name
 
 
-def _with_cwd(cwd: str, argv: Sequence[str]) -> list[str]:
-    """jexec always starts in the jail's /; another cwd needs the image's /bin/sh to cd first."""
-    if cwd == "/":
-        return list(argv)
-    return ["/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
+def _ids(plan: FreeBSDPlan, rootfs: Path) -> tuple[int, int, tuple[int, ...]]:
+    """uid, gid and supplementary groups; a v1 plan kept only the user's name (jexec -U)."""
+    if plan.uid is not None and plan.gid is not None:
+        return plan.uid, plan.gid, plan.groups
+    user = resolve_user(rootfs, plan.user or "root", None)
+    return user.uid, user.gid, user.additional_gids
 
 
-def tmpfs_opts(m: Tmpfs) -> str:
-    """mount -o for tmpfs(5): size in bytes (absent: all of RAM+swap), octal root mode."""
-    opts = ["nosuid"]
-    if m.size_bytes:
-        opts.append(f"size={m.size_bytes}")
-    opts.append(f"mode={m.mode:o}")
-    if m.readonly:
-        opts.append("ro")
-    return ",".join(opts)
-
-
-def _mountpoint_base(
-    rootfs: Path, done: Sequence[Mapping[str, Any]], inner: str
-) -> tuple[Path, str]:
-    """Where to make the mountpoint of ``inner``: in the innermost mount already made above it
-    (a tmpfs at /alloc/x goes into what is mounted at /alloc), else in the clone itself, which
-    the read-only root view shows as it is."""
-    parents = [d for d in done if d["inner"] is not None and inner.startswith(d["inner"] + "/")]
-    if not parents:
-        return rootfs, inner
-    parent = max(parents, key=lambda d: len(d["inner"]))
-    return Path(parent["target"]), inner[len(parent["inner"]) :]
-
-
-def _ensure_mountpoint(rootfs: Path, target: str, *, want_dir: bool) -> None:
-    """Create target below rootfs without following any symlink of the image."""
-    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        parts = [p for p in target.split("/") if p]
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if last and not want_dir:
-                with contextlib.suppress(FileExistsError):
-                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
-                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                if not (st.st_mode & 0o170000) == 0o100000:
-                    raise SpecError("mounts.target", f"{target} is not a regular file in the image")
-                return
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                raise SpecError(
-                    "mounts.target", f"{target}: {part!r} in the image is not a directory"
-                ) from exc
-            os.close(fd)
-            fd = nfd
-    finally:
-        os.close(fd)
+def _entry_args(jid: str, ids: tuple[int, int, tuple[int, ...]], cwd: str) -> list[str]:
+    """The supervisor's JID UID GID GROUPS CWD arguments."""
+    uid, gid, groups = ids
+    return [jid, str(uid), str(gid), ",".join(map(str, groups)) or "-", cwd]
 
 
 def _racct_syscall(subject: str) -> str | None:

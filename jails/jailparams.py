@@ -1,9 +1,10 @@
-"""JailSpec -> jail(8) parameters (pure; table-tested from jail(8) as summarised in
-oci-zfs-jails.md §5.4).
+"""JailSpec -> jail(8) parameters (pure; table-tested from jail(8)).
 
 The jail is created ``persist`` with no exec.* parameters: task arguments are never spliced into
-exec.* strings (jail(8) runs those through /bin/sh when they contain shell characters); the task is
-started with jexec(8), which execvp's its argv unchanged.
+exec.* strings (jail(8) runs those through /bin/sh when they contain shell characters,
+usr.sbin/jail/command.c); the supervisor attaches the task to the jail and execvp's its argv
+unchanged. No ``mount.devfs`` either: the backend mounts devfs itself (jails/fbsdmounts.py), because
+``jail -r`` of a jail that is not in jail.conf would leave it mounted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
     if spec.network in ("host", "parent"):
         # A child inherits its parent's addresses (and its vnet stack: vnet defaults to inherit).
         params += [("ip4", "inherit"), ("ip6", "inherit")]
-    params += [("persist", None), ("mount.devfs", None)]
+    params.append(("persist", None))
     overrides = dict(spec.jail_params)
     for key, value in DEFAULT_PARAMS:
         params.append((key, overrides.pop(key, value)))

@@ -23,6 +23,7 @@ from jails.interactive import InteractiveExec, spawn_interactive
 from jails.model import Usage
 from jails.ociconfig import oci_config, task_env
 from jails.pins import Pins
+from jails.plans import BackendPlan, LinuxPlan
 from jails.probe import cgroup_mode, probe_host
 from jails.runtime import Runtime, TaskHandle, env_dict
 from jails.spec import JailSpec, backend_network_modes
@@ -81,14 +82,13 @@ class LinuxRuntime(Runtime):
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 
-    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
+    def _prepare(self, spec: JailSpec, staging: Path) -> LinuxPlan:
         user = resolve_user(spec.rootfs, spec.user, spec.group)
         rootfs = os.path.realpath(spec.rootfs)  # runc refuses a symlinked root
-        with self._pin_mu:
-            self._starting.add(spec.name)
-        pinned = self.pins.pin(spec.name, [m.source for m in spec.mounts])
+        # runc is given the pin points; _launch pins the sources onto them right before runc runs
+        points = self.pins.points(spec.name, len(spec.mounts))
         mounts = tuple(dataclasses.replace(m, source=at)
-                       for m, at in zip(spec.mounts, pinned, strict=True))
+                       for m, at in zip(spec.mounts, points, strict=True))
         config = oci_config(
             dataclasses.replace(spec, mounts=mounts),
             user,
@@ -99,15 +99,18 @@ class LinuxRuntime(Runtime):
         bundle = staging / "bundle"
         bundle.mkdir()
         write_atomic(bundle / "config.json", json.dumps(config, indent=1).encode())
-        return {
-            "uid": user.uid,
-            "gid": user.gid,
-            "additional_gids": list(user.additional_gids),
-            "env": task_env(spec, user),
-            "cwd": spec.cwd,
-            "cgroups_path": self.cgroups_path(spec.name),
-            "runc_root": str(self.runc_root),
-        }
+        return LinuxPlan(
+            uid=user.uid,
+            gid=user.gid,
+            additional_gids=user.additional_gids,
+            env=tuple(task_env(spec, user)),
+            cwd=spec.cwd,
+            cgroups_path=self.cgroups_path(spec.name),
+            runc_root=str(self.runc_root),
+        )
+
+    def _load_plan(self, meta: Mapping[str, Any]) -> LinuxPlan:
+        return LinuxPlan.from_json(meta)
 
     def start(self, spec: JailSpec) -> TaskHandle:
         if spec.network not in backend_network_modes(self.backend):
@@ -141,6 +144,11 @@ class LinuxRuntime(Runtime):
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
         self.runc_root.mkdir(parents=True, exist_ok=True)
         binary = ensure_binary(self.state_root)
+        with self._pin_mu:
+            self._starting.add(spec.name)
+        pinned = self.pins.pin(spec.name, [m.source for m in spec.mounts])
+        if pinned != self.pins.points(spec.name, len(spec.mounts)):
+            raise JailError(f"pin points of {spec.name} are not where config.json expects them")
         try:
             return launch(
                 binary,
@@ -164,14 +172,14 @@ class LinuxRuntime(Runtime):
                 raise NotRunning(task.name) from exc
             raise
 
-    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
+    def _kill_all(self, name: str, plan: BackendPlan | None) -> None:
         try:
             self.run(self._runc("kill", "--all", name, "KILL"), timeout_s=30)
         except CommandFailed as exc:
             if not any(g in exc.stderr for g in _GONE):
                 raise
 
-    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
+    def _teardown(self, name: str, plan: BackendPlan | None) -> None:
         try:
             self.run(self._runc("delete", "--force", name), timeout_s=30)
         except CommandFailed as exc:
@@ -198,11 +206,11 @@ class LinuxRuntime(Runtime):
         pid_file: Path,
         tty: bool,
     ) -> list[str]:
-        meta = task.spec()
-        merged = env_dict(meta.get("env", []), env)
-        args = ["exec", "--pid-file", str(pid_file), "--cwd", str(meta.get("cwd", "/"))]
-        args += ["--user", f"{meta.get('uid', 0)}:{meta.get('gid', 0)}"]
-        for g in meta.get("additional_gids", []):
+        plan = LinuxPlan.from_json(task.spec())
+        merged = env_dict(plan.env, env)
+        args = ["exec", "--pid-file", str(pid_file), "--cwd", plan.cwd]
+        args += ["--user", f"{plan.uid}:{plan.gid}"]
+        for g in plan.additional_gids:
             args += ["--additional-gids", str(g)]
         for k, v in merged.items():
             args += ["--env", f"{k}={v}"]

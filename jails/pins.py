@@ -20,10 +20,16 @@ import ctypes
 import errno
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jails.errors import JailError, SpecError
+
+if sys.platform == "linux":
+    O_PATH = os.O_PATH
+else:  # the module is the Linux backend's; this keeps it importable and type-checked elsewhere
+    O_PATH = os.O_RDONLY
 
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -60,11 +66,11 @@ def open_exact(path: Path) -> int:
     parts = Path(path).parts
     if not parts or parts[0] != "/":
         raise SpecError("mounts.source", f"{path} must be an absolute path")
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open("/", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, part in enumerate(parts[1:], start=1):
             try:
-                nfd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                nfd = os.open(part, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except FileNotFoundError:
                 raise SpecError("mounts.source", f"{path} does not exist on the host") from None
             os.close(fd)
@@ -87,6 +93,11 @@ class Pins:
     def __init__(self, state_root: Path) -> None:
         self.root = Path(state_root) / "pins"
 
+    def points(self, name: str, count: int) -> list[Path]:
+        """Where ``pin`` puts the task's ``count`` sources, in order (known before pinning, so
+        the container's config can name them without pinning anything)."""
+        return [self.root / name / str(i) for i in range(count)]
+
     def pin(self, name: str, sources: Sequence[Path]) -> list[Path]:
         """Pin each source; return the pin points in order. All or nothing."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,7 +109,7 @@ class Pins:
             for i, source in enumerate(sources):
                 fd = open_exact(source)
                 try:
-                    at = task / str(i)
+                    at = task / str(i)  # as points() says
                     if stat.S_ISDIR(os.fstat(fd).st_mode):
                         at.mkdir(mode=0o700)
                     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jails import _cmd
+from jails.fbsdmounts import nullfs_file_binds
 
 BACKENDS = ("auto", "linux", "freebsd")
 
@@ -83,7 +84,8 @@ def _probe_freebsd(attrs: dict[str, str]) -> HostProbe:
     value = res.stdout.strip()
     attrs["driver.xc.racct"] = value if res.returncode == 0 else "absent"
     racct_reason = racct_reason_for(res.returncode, value)
-    for tool in ("jail", "jexec", "jls", "rctl", "cc"):
+    attrs["driver.xc.nullfs.file_binds"] = str(nullfs_file_binds(platform.release())).lower()
+    for tool in ("jail", "jls", "rctl", "mount", "umount", "cc"):
         if shutil.which(tool) is None:
             return _unhealthy("freebsd", f"{tool} not found in PATH", attrs)
     if os.geteuid() != 0:

@@ -1,5 +1,5 @@
 """Limits -> rctl(8) rules, and rctl usage text -> Usage (pure; table-tested from rctl(8) and
-kern_rctl.c as summarised in oci-zfs-jails.md §5.2-5.3).
+sys/kern/kern_rctl.c, sys/kern/kern_racct.c).
 
 Only ``deny`` is used: the kernel accepts it for memoryuse and pcpu (explicit exceptions) and for
 the DENIABLE resources maxproc and openfiles. Rules are keyed by jail *name*, may be added before

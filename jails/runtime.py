@@ -12,9 +12,7 @@ import abc
 import contextlib
 import json
 import os
-import select
 import signal as signals
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,8 @@ from jails.errors import (
 )
 from jails.interactive import InteractiveExec, collect_pipes, collect_tty
 from jails.model import ExecResult, ExitStatus, Usage
+from jails.plans import BackendPlan
+from jails.procwait import wait_pid_exit, wait_pids_exit
 from jails.spec import JailSpec, check_host
 from jails.taskdir import (
     TaskDir,
@@ -40,7 +40,7 @@ from jails.taskdir import (
     boot_id,
     identity_alive,
     locked,
-    proc_state_alive,
+    pid_alive,
     remove_tree,
     write_atomic,
 )
@@ -64,6 +64,22 @@ class TaskHandle:
 
 
 class Runtime(abc.ABC):
+    """Runs tasks, one jail/container each, from frozen ``JailSpec``s; one instance per state root.
+
+    The contract every backend keeps (tests/jails/conformance.py checks it on both):
+
+    - ``start`` either returns a running task or raises with nothing left behind (the jail or
+      container, its mounts, limits and state dir are undone); bad input raises ``SpecError``
+      naming the field before any side effect.
+    - Every call works from a fresh process given the same ``state_root``: a task outlives the
+      plugin that started it, and the backend's ``spec.json`` plan (jails/plans.py) is all a
+      later process needs to signal, exec into, stop and destroy it.
+    - ``destroy`` and ``sweep_garbage`` are idempotent; destroying what is gone succeeds.
+    - Calls block and are thread-safe; flock on the task dir makes them safe across processes.
+
+    Backends implement the ``_``-prefixed hooks below; they never touch the state dir layout.
+    """
+
     backend: str = ""
     # True when _sample leaves cpu_percent to be derived from successive cpu_total_ns samples.
     derive_cpu_percent: bool = True
@@ -80,9 +96,14 @@ class Runtime(abc.ABC):
     # ---- backend hooks -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _prepare(self, spec: JailSpec, staging: Path) -> dict[str, Any]:
-        """Validate host-specific parts of spec and write backend files into ``staging``; no
-        system side effects. Returns extra fields for spec.json."""
+    def _prepare(self, spec: JailSpec, staging: Path) -> BackendPlan:
+        """Check the host-specific parts of spec and decide everything the task needs: the plan
+        kept in spec.json. May write files into ``staging``; no other side effect (mounts,
+        limits, pins belong to ``_launch``, whose undo is ``_teardown``)."""
+
+    @abc.abstractmethod
+    def _load_plan(self, meta: Mapping[str, Any]) -> BackendPlan:
+        """The plan of a spec.json this or an earlier plugin version wrote (JailError if not)."""
 
     @abc.abstractmethod
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
@@ -92,15 +113,24 @@ class Runtime(abc.ABC):
     def _signal(self, task: TaskDir, signum: int) -> None: ...
 
     @abc.abstractmethod
-    def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
+    def _kill_all(self, name: str, plan: BackendPlan | None) -> None:
         """SIGKILL every process of the jail/container; no error if there are none."""
 
     @abc.abstractmethod
-    def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
-        """Remove the jail/container and everything it holds in the system (idempotent)."""
+    def _teardown(self, name: str, plan: BackendPlan | None) -> None:
+        """Remove the jail/container and everything it holds in the system (idempotent). plan is
+        None when spec.json is missing or unreadable: undo what the name alone identifies."""
 
     @abc.abstractmethod
     def _sample(self, task: TaskDir) -> Usage: ...
+
+    def _plan_of(self, task: TaskDir) -> BackendPlan | None:
+        """The task's plan, or None when its spec.json is gone or damaged (teardown then works
+        from the name alone)."""
+        try:
+            return self._load_plan(task.spec())
+        except JailError:
+            return None
 
     def exec(
         self,
@@ -125,14 +155,19 @@ class Runtime(abc.ABC):
         tty: bool = True,
         env: Mapping[str, str] | None = None,
         size: tuple[int, int] | None = None,
-    ) -> InteractiveExec: ...
+    ) -> InteractiveExec:
+        """Start argv inside the running task, as the task's user in its cwd, with the task's
+        environment and ``env`` on top; with a pty when tty (size: cols, rows)."""
 
     @abc.abstractmethod
-    def health(self) -> tuple[bool, str, dict[str, str]]: ...
+    def health(self) -> tuple[bool, str, dict[str, str]]:
+        """(healthy, reason when not, fingerprint attributes) of this host for this backend."""
 
     # ---- shared operations ---------------------------------------------------------------------
 
     def start(self, spec: JailSpec) -> TaskHandle:
+        """Create the jail/container and run the task; returns once it runs. JailExists when the
+        name is taken; SpecError/HostUnsupported/JailError otherwise, with everything undone."""
         check_host(spec)
         self.sweep_garbage()  # first: a crashed start of this very name must not block it
         if self.dirs.get(spec.name) is not None:
@@ -140,35 +175,35 @@ class Runtime(abc.ABC):
         staging = self.dirs.new_staging(spec.name)
         try:
             with locked(staging) as _:
-                extra = self._prepare(spec, staging)
+                plan = self._prepare(spec, staging)
+                created_at = time.time()
                 meta = {
-                    "v": 1,
                     "backend": self.backend,
                     "name": spec.name,
                     "boot_id": boot_id(),
-                    "created_at": time.time(),
+                    "created_at": created_at,
                     "rootfs": str(spec.rootfs),
                     "stdout_path": str(spec.stdout_path),
                     "stderr_path": str(spec.stderr_path),
-                    **extra,
+                    **plan.to_json(),  # carries the format version "v"
                 }
                 write_atomic(staging / "spec.json", json.dumps(meta, indent=1).encode())
                 task = self.dirs.publish(staging, spec.name)
                 try:
                     pids = self._launch(spec, task)
                 except BaseException:
-                    self._undo_start(spec.name, task.path, meta)
+                    self._undo_start(spec.name, task.path, plan)
                     raise
         except BaseException:
             remove_tree(staging)
             raise
-        return TaskHandle(spec.name, pids.pid, pids.supervisor_pid, task.path, meta["created_at"])
+        return TaskHandle(spec.name, pids.pid, pids.supervisor_pid, task.path, created_at)
 
-    def _undo_start(self, name: str, path: Path, meta: Mapping[str, Any]) -> None:
+    def _undo_start(self, name: str, path: Path, plan: BackendPlan) -> None:
         retired = self.dirs.retire(name)
         with contextlib.suppress(JailError, OSError):
-            self._kill_all(name, meta)
-            self._teardown(name, meta)
+            self._kill_all(name, plan)
+            self._teardown(name, plan)
         remove_tree(retired or path)
 
     def _exec_task(self, name: str, argv: Sequence[str]) -> TaskDir:
@@ -187,12 +222,15 @@ class Runtime(abc.ABC):
         return task
 
     def exists(self, name: str) -> bool:
+        """Whether a task of that name has a published state dir (running or not)."""
         return self.dirs.get(name) is not None
 
     def names(self) -> list[str]:
+        """Every task of this state root, sorted."""
         return self.dirs.names()
 
     def handle(self, name: str) -> TaskHandle:
+        """The start() result again, from the state dir (pids 0 before the task ran)."""
         task = self._task(name)
         pids = task.pids()
         meta = task.spec()
@@ -205,6 +243,7 @@ class Runtime(abc.ABC):
         )
 
     def status(self, name: str) -> str:
+        """"running", "exited" or "unknown" (no such task, or its supervisor is gone unrecorded)."""
         task = self.dirs.get(name)
         if task is None:
             return "unknown"
@@ -215,9 +254,12 @@ class Runtime(abc.ABC):
         return "exited" if task.exit_status() is not None else "unknown"
 
     def exit_status(self, name: str) -> ExitStatus | None:
+        """The recorded exit, or None while the task runs; JailNotFound for no such task."""
         return self._task(name).exit_status()
 
     def wait(self, name: str, timeout: float | None = None) -> ExitStatus:
+        """Block until the task exits (WaitTimeout after timeout s). SupervisorError when its
+        outcome cannot be known (supervisor killed, host rebooted, start interrupted)."""
         task = self._task(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         recheck = True
@@ -260,20 +302,21 @@ class Runtime(abc.ABC):
                 slice_s = min(slice_s, remaining)
             if pids is None:
                 time.sleep(slice_s)
-            elif _running(pids.pid, pids.pid_start, full=recheck):
-                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
+            elif pid_alive(pids.pid, pids.pid_start, full=recheck):
+                wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start),
                                  (pids.pid, pids.pid_start)], slice_s)
             else:  # the task is gone: its exit status is being written right now
-                _wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
+                wait_pids_exit([(pids.supervisor_pid, pids.supervisor_start)],
                                 min(slice_s, 0.005))
 
     @staticmethod
     def _supervisor_alive(task: TaskDir, pids: TaskPids, verified_at: float) -> bool:
         if time.monotonic() - verified_at > IDENTITY_RECHECK_S:
             return task.supervisor_alive()
-        return _running(pids.supervisor_pid, pids.supervisor_start, full=False)
+        return pid_alive(pids.supervisor_pid, pids.supervisor_start, full=False)
 
     def signal(self, name: str, signum: int) -> None:
+        """Send signum to the task's main process; NotRunning once it exited."""
         task = self._task(name)
         if task.exit_status() is not None or task.pids() is None:
             raise NotRunning(name)
@@ -293,19 +336,20 @@ class Runtime(abc.ABC):
             return self.wait(name, timeout_s)
         except WaitTimeout:
             pass
-        self._kill_until_recorded(task, task.spec(), 30.0)
+        self._kill_until_recorded(task, self._plan_of(task), 30.0)
         return self.wait(name, 5.0)
 
     def _kill_until_recorded(
-        self, task: TaskDir, meta: Mapping[str, Any] | None, timeout_s: float
+        self, task: TaskDir, plan: BackendPlan | None, timeout_s: float
     ) -> None:
         """SIGKILL the jail/container's processes until the supervisor records the exit. Repeated
-        because a process can still be joining (jexec attaching) when the first kill runs."""
+        because a process can still be joining (an exec session attaching) when the first kill
+        runs."""
         deadline = time.monotonic() + timeout_s
         if self.init_exit_kills_all and task.exit_status() is not None:
             return  # the task's end took every process of the container with it
         while True:
-            self._kill_all(task.name, meta)
+            self._kill_all(task.name, plan)
             try:
                 pids = task.pids()
             except JailError:
@@ -317,9 +361,10 @@ class Runtime(abc.ABC):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
+            wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
 
     def stats(self, name: str) -> Usage:
+        """One usage sample of the whole jail/container (Usage.measured says which fields)."""
         task = self._task(name)
         usage = self._sample(task)
         with self._mu:
@@ -333,20 +378,19 @@ class Runtime(abc.ABC):
     def destroy(self, name: str) -> None:
         """Kill, remove the jail/container and its state. Destroying what is gone succeeds."""
         path = self.dirs.root / name
-        meta: dict[str, Any] | None = None
+        plan: BackendPlan | None = None
         with locked(path) as got:
             retired = None
             if got:
                 task = TaskDir(path)
-                with contextlib.suppress(JailError):
-                    meta = task.spec()
+                plan = self._plan_of(task)
                 # Let the supervisor record the exit before the directory goes away.
-                self._kill_until_recorded(task, meta, 10.0)
+                self._kill_until_recorded(task, plan, 10.0)
                 _wait_supervisor_gone(task, 10.0)
                 retired = self.dirs.retire(name)
             else:
-                self._kill_all(name, meta)
-            self._teardown(name, meta)
+                self._kill_all(name, plan)
+            self._teardown(name, plan)
             if retired is not None:
                 remove_tree(retired)
         with self._mu:
@@ -356,13 +400,11 @@ class Runtime(abc.ABC):
         """Remove half-created and half-deleted task dirs (never a live task's)."""
         removed = []
         for name, path in self.dirs.garbage():
-            meta = None
-            with contextlib.suppress(JailError):
-                meta = TaskDir(path).spec()
+            plan = self._plan_of(TaskDir(path))
             with contextlib.suppress(JailError, OSError):
-                self._kill_all(name, meta)
+                self._kill_all(name, plan)
                 if self.dirs.get(name) is None or path.name.startswith("."):
-                    self._teardown(name, meta)
+                    self._teardown(name, plan)
             remove_tree(path)
             removed.append(name)
         return removed
@@ -384,64 +426,6 @@ def env_dict(env: Sequence[str], extra: Mapping[str, str] | None = None) -> dict
     return out
 
 
-def _running(pid: int, start: int, *, full: bool) -> bool:
-    """pid is alive; ``full`` also checks it is the recorded process (start time), which costs
-    more on FreeBSD, so waiters do it now and then and otherwise trust a verified pid."""
-    if full:
-        return identity_alive(pid, start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return proc_state_alive(pid)
-
-
-def _wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
-    """Block until pid exits or timeout_s passes."""
-    _wait_pids_exit([(pid, start)], timeout_s)
-
-
-def _wait_pids_exit(procs: Sequence[tuple[int, int]], timeout_s: float) -> None:
-    """Block until one of the (pid, start time) processes exits or timeout_s passes (pidfd on
-    Linux, kqueue on FreeBSD)."""
-    if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
-        fds: list[int] = []
-        try:
-            for pid, start in procs:
-                try:
-                    fds.append(os.pidfd_open(pid))
-                except ProcessLookupError:
-                    return
-                if not identity_alive(pid, start):  # recycled pid: the real one is gone
-                    return
-            select.select(fds, [], [], timeout_s)
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return
-    if sys.platform.startswith("freebsd"):  # EVFILT_PROC / NOTE_EXIT on non-child pids
-        kq = select.kqueue()
-        try:
-            for pid, _start in procs:
-                ev = select.kevent(
-                    pid,
-                    filter=select.KQ_FILTER_PROC,
-                    flags=select.KQ_EV_ADD,
-                    fflags=select.KQ_NOTE_EXIT,
-                )
-                try:
-                    kq.control([ev], 0, 0)
-                except OSError:  # ESRCH: already gone
-                    return
-            kq.control(None, 1, timeout_s)  # callers verified the identities
-        finally:
-            kq.close()
-        return
-    time.sleep(min(timeout_s, 0.05))
-
-
 def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
     try:
         pids = task.pids()
@@ -458,4 +442,4 @@ def _wait_supervisor_gone(task: TaskDir, timeout_s: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        _wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.5))
+        wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.5))

@@ -15,7 +15,7 @@ from pathlib import Path
 from jails.errors import SpecError
 from jails.names import is_valid_name
 
-# Jail parameters a spec may carry (operator-approved pass-through, oci-zfs-jails.md §5.4). Anything
+# Jail parameters a spec may carry (operator-approved pass-through, see jail(8)). Anything
 # else (path, name, ip*, vnet, exec.*, mount*, persist) is owned by the backend and refused.
 ALLOWED_JAIL_PARAM_PREFIXES = ("allow.",)
 ALLOWED_JAIL_PARAMS = frozenset(

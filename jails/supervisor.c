@@ -6,6 +6,8 @@
  *
  *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV...
  *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE runc RUNC ROOT BUNDLE NAME
+ *   xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE jail JID UID GID GROUPS CWD ARGV...
+ *   xc-supervisor --attach JID UID GID GROUPS CWD ARGV...
  *
  * The launched process forks the supervisor proper (its own session, a subreaper) and exits 0 once
  * the task runs (STATE_DIR/task.json written) or 1 if it could not be started (STATE_DIR/start_error
@@ -18,6 +20,12 @@
  * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
  * In runc mode one `runc run -d` gets the log targets as stdio (never pipes: runc would hang);
  * the container init, reparented to us (the subreaper), is the task.
+ * In jail mode (FreeBSD) the task is our child that enters the jail itself: jail_attach(2) to JID,
+ * chdir(CWD) inside it, setgroups/setgid/setuid to the numeric ids (GROUPS: comma list or "-"),
+ * then execvp with exactly the environment we were given. Not jexec(8): it looks the user up
+ * by name in the jail's pwd.db (absent from most OCI images), ignores a group override, applies
+ * the jail's login.conf over the task's environment and always starts in "/" (jexec.c). --attach
+ * does the same in place for an exec session (its pid becomes the command's).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,7 +44,11 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <grp.h>
+#include <limits.h>
 #ifdef __FreeBSD__
+#include <sys/param.h> /* before sys/user.h, which needs its definitions */
+#include <sys/jail.h>
 #include <sys/procctl.h>
 #include <sys/sysctl.h>
 #include <sys/user.h>
@@ -126,6 +138,87 @@ static int open_log(const char *path) {
     return fd;
 }
 
+/* Where a jailed command runs: jail, numeric identity, working directory. */
+struct entry {
+    int jid;
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[64];
+    int ngroups;
+    const char *cwd;
+};
+
+static const char *const STEPS[] = {"exec", "jail_attach", "chdir", "setgroups", "setgid", "setuid"};
+
+#if defined(__FreeBSD__)
+static int attach(int jid) { return jail_attach(jid); }
+#elif defined(XC_FAKE_JAILS)
+/* Test builds only (tests/fixtures/fakefreebsd.py): the fake host keeps each jail's root at
+ * XC_FAKE_JAILS/<jid>/root. Like jail_attach(2) this changes the root directory, not the
+ * working directory. */
+static int attach(int jid) {
+    char root[4096];
+    if ((size_t)snprintf(root, sizeof root, "%s/%d/root", XC_FAKE_JAILS, jid) >= sizeof root) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return chroot(root);
+}
+#else
+static int attach(int jid) {
+    (void)jid;
+    errno = ENOSYS;
+    return -1;
+}
+#endif
+
+/* Enter the jail as e says; returns 0, or the failed step's index in STEPS with errno set. */
+static int enter(const struct entry *e) {
+    if (attach(e->jid) != 0) return 1;
+    if (chdir(e->cwd) != 0) return 2;
+    if (setgroups(e->ngroups, e->groups) != 0) return 3;
+    if (setgid(e->gid) != 0) return 4;
+    if (setuid(e->uid) != 0) return 5;
+    return 0;
+}
+
+static int parse_id(const char *s, unsigned long *out) {
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != 0 || v > 0x7fffffffUL) return -1;
+    *out = v;
+    return 0;
+}
+
+/* JID UID GID GROUPS CWD; -1 on malformed input. */
+static int parse_entry(char *const args[], struct entry *e) {
+    unsigned long v;
+    memset(e, 0, sizeof *e);
+    if (parse_id(args[0], &v) != 0) return -1;
+    e->jid = (int)v;
+    if (parse_id(args[1], &v) != 0) return -1;
+    e->uid = (uid_t)v;
+    if (parse_id(args[2], &v) != 0) return -1;
+    e->gid = (gid_t)v;
+#ifdef __FreeBSD__
+    /* Before FreeBSD 15, setgroups(2) takes the effective gid as the first entry. */
+    e->groups[e->ngroups++] = e->gid;
+#endif
+    if (strcmp(args[3], "-") != 0) {
+        char buf[1024];
+        if ((size_t)snprintf(buf, sizeof buf, "%s", args[3]) >= sizeof buf) return -1;
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+             tok = strtok_r(NULL, ",", &save)) {
+            if (e->ngroups >= (int)(sizeof e->groups / sizeof e->groups[0])) return -1;
+            if (parse_id(tok, &v) != 0) return -1;
+            e->groups[e->ngroups++] = (gid_t)v;
+        }
+    }
+    e->cwd = args[4];
+    return e->cwd[0] == '/' ? 0 : -1;
+}
+
 static void child_stdio(int in, int out, int err) {
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) _exit(126);
     sigset_t none;
@@ -134,31 +227,36 @@ static void child_stdio(int in, int out, int err) {
     for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
 }
 
-/* fork+exec; returns the pid, or -1 with errno set if exec failed (reported through a pipe). */
-static pid_t spawn(char *const argv[], int in, int out, int err) {
+/* fork+exec (entering the jail first when e is given); returns the pid, or -1 with errno set and
+ * *step the failed step (index in STEPS), reported through a pipe by the child. */
+static pid_t spawn(char *const argv[], int in, int out, int err, const struct entry *e, int *step) {
     int p[2];
+    *step = 0;
     if (pipe2(p, O_CLOEXEC) != 0) return -1;
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
         close(p[0]);
         child_stdio(in, out, err);
-        execvp(argv[0], argv);
-        int e = errno;
-        ssize_t w = write(p[1], &e, sizeof e);
+        int failed[2] = {0, 0};
+        if (e != NULL) failed[1] = enter(e);
+        if (failed[1] == 0) execvp(argv[0], argv);
+        failed[0] = errno;
+        ssize_t w = write(p[1], failed, sizeof failed);
         (void)w;
         _exit(127);
     }
     close(p[1]);
-    int e = 0;
+    int failed[2] = {0, 0};
     ssize_t r;
-    do r = read(p[0], &e, sizeof e);
+    do r = read(p[0], failed, sizeof failed);
     while (r < 0 && errno == EINTR);
     close(p[0]);
-    if (r == (ssize_t)sizeof e) {
+    if (r == (ssize_t)sizeof failed) {
         int st;
         waitpid(pid, &st, 0);
-        errno = e;
+        *step = failed[1];
+        errno = failed[0];
         return -1;
     }
     return pid;
@@ -234,20 +332,40 @@ int main(int argc, char **argv) {
         printf("%llu\n", t);
         return 0;
     }
+    if (argc >= 8 && strcmp(argv[1], "--attach") == 0) {
+        /* An exec session: enter the jail and become the command. */
+        struct entry e;
+        if (parse_entry(argv + 2, &e) != 0) {
+            fprintf(stderr, "xc-supervisor: --attach takes JID UID GID GROUPS CWD ARGV...\n");
+            return 2;
+        }
+        int step = enter(&e);
+        if (step == 0) execvp(argv[7], argv + 7);
+        int saved = errno;
+        const char *what = step == 0 ? argv[7] : step == 2 ? e.cwd : NULL;
+        fprintf(stderr, "xc-supervisor: %s%s%s: %s\n", STEPS[step], what ? " " : "",
+                what ? what : "", strerror(saved));
+        return step == 0 && saved == ENOENT ? 127 : 126;
+    }
     if (argc < 7) {
         fprintf(stderr, "usage: xc-supervisor STATE_DIR STDOUT STDERR OOM_FILE exec ARGV... | "
-                        "runc RUNC ROOT BUNDLE NAME\n");
+                        "runc RUNC ROOT BUNDLE NAME | jail JID UID GID GROUPS CWD ARGV...\n");
         return 2;
     }
     state_dir = argv[1];
     const char *out_path = argv[2], *err_path = argv[3], *oom_file = argv[4], *mode = argv[5];
-    int is_runc = strcmp(mode, "runc") == 0;
-    if (!is_runc && strcmp(mode, "exec") != 0) {
+    int is_runc = strcmp(mode, "runc") == 0, is_jail = strcmp(mode, "jail") == 0;
+    if (!is_runc && !is_jail && strcmp(mode, "exec") != 0) {
         fprintf(stderr, "xc-supervisor: unknown mode %s\n", mode);
         return 2;
     }
     if (is_runc && argc != 10) {
         fprintf(stderr, "xc-supervisor: runc mode takes RUNC ROOT BUNDLE NAME\n");
+        return 2;
+    }
+    struct entry jail_entry;
+    if (is_jail && (argc < 12 || parse_entry(argv + 6, &jail_entry) != 0)) {
+        fprintf(stderr, "xc-supervisor: jail mode takes JID UID GID GROUPS CWD ARGV...\n");
         return 2;
     }
 
@@ -294,8 +412,16 @@ int main(int argc, char **argv) {
     if (err < 0) start_failed(ready[1], err_path, errno);
 
     pid_t pid;
-    if (!is_runc) {
-        pid = spawn(argv + 6, devnull, out, err);
+    int step = 0;
+    if (is_jail) {
+        pid = spawn(argv + 11, devnull, out, err, &jail_entry, &step);
+        if (pid < 0) {
+            char what[1200];
+            snprintf(what, sizeof what, "%s %s", STEPS[step], step == 0 ? argv[11] : jail_entry.cwd);
+            start_failed(ready[1], step == 2 || step == 0 ? what : STEPS[step], errno);
+        }
+    } else if (!is_runc) {
+        pid = spawn(argv + 6, devnull, out, err, NULL, &step);
         if (pid < 0) start_failed(ready[1], argv[6], errno);
     } else {
         char pidfile[4096], logfile[4096];
@@ -306,7 +432,7 @@ int main(int argc, char **argv) {
          * even an init that is already gone stays a zombie we reap and record below. */
         char *run[] = {argv[6], "--root", argv[7], "--log", logfile, "--log-format", "json",
                        "run", "-d", "--bundle", argv[8], "--pid-file", pidfile, argv[9], NULL};
-        pid_t c = spawn(run, devnull, out, err);
+        pid_t c = spawn(run, devnull, out, err, NULL, &step);
         if (c < 0) start_failed(ready[1], argv[6], errno);
         int st = wait_exact(c);
         if (st < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)

@@ -28,9 +28,11 @@ def _source() -> bytes:
         ) from exc
 
 
-def ensure_binary(state_root: Path, cc: str = "cc") -> Path:
+def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ()) -> Path:
+    """The supervisor binary for this source (and ``-D`` defines, for test builds), compiled
+    into ``<state_root>/bin/`` on first use."""
     src = _source()
-    digest = hashlib.sha256(src).hexdigest()[:12]
+    digest = hashlib.sha256(src + "\0".join(defines).encode()).hexdigest()[:12]
     bindir = state_root / "bin"
     target = bindir / f"xc-supervisor-{digest}"
     if target.exists():
@@ -47,7 +49,8 @@ def ensure_binary(state_root: Path, cc: str = "cc") -> Path:
         # Static when libc.a is there: smaller resident set per task (no ld.so, no shared libc).
         for extra in (["-static"], []):
             proc = subprocess.run(
-                [compiler, "-O2", "-Wall", *extra, "-o", str(tmp), str(csrc)],
+                [compiler, "-O2", "-Wall", *extra, *(f"-D{d}" for d in defines),
+                 "-o", str(tmp), str(csrc)],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,

@@ -121,6 +121,21 @@ def identity_alive(pid: int, start: int) -> bool:
     return now is not None and (start == 0 or now == start)
 
 
+def pid_alive(pid: int, start: int, *, full: bool) -> bool:
+    """pid is alive (not a zombie); ``full`` also checks it is the recorded process (start time),
+    which costs a process spawn on FreeBSD, so waiters do it now and then and otherwise trust a
+    pid they verified."""
+    if full:
+        return identity_alive(pid, start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return proc_state_alive(pid)
+
+
 @dataclass(frozen=True)
 class TaskPids:
     supervisor_pid: int

@@ -12,8 +12,9 @@ if [ -x tests/nomadsim/gen.sh ]; then tests/nomadsim/gen.sh --check; fi
 
 echo "==> ruff"
 ruff check .
-echo "==> mypy"
+echo "==> mypy (Linux, and FreeBSD's branches)"
 mypy
+mypy --platform freebsd
 
 echo "==> pytest"
 set +e

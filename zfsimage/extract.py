@@ -21,6 +21,7 @@ import hashlib
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -389,6 +390,9 @@ class _Applier:
             attr = k[len("SCHILY.xattr."):]
             if not attr.startswith(_XATTR_ALLOWED):
                 self.stats.neutralised.append(f"{name}: xattr {attr} ignored")
+                continue
+            if not sys.platform.startswith("linux"):  # FreeBSD has extattr(2), no os.setxattr
+                self.stats.neutralised.append(f"{name}: xattr {attr} not supported here")
                 continue
             try:
                 os.setxattr(fd, attr, v.encode("utf-8", "surrogateescape"))

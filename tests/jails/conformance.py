@@ -2,8 +2,8 @@
 
 A backend's test module subclasses ``RuntimeConformance`` and provides the ``rt`` (a Runtime) and
 ``rootfs`` (a busybox rootfs directory) fixtures. The Linux backend runs it for real on runc; the
-FreeBSD backend's expectations are pinned by exact command tables (test_freebsd.py) because CI
-runs on Linux.
+FreeBSD backend runs it against the fake FreeBSD host (tests/fixtures/fakefreebsd.py), and what a
+fake cannot show is pinned by exact command tables (test_freebsd.py).
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
 """The FreeBSD backend against the conformance suite's expectations, through exact command and
-parameter tables (CI runs on Linux; jail(8), jexec(8), jls(8) and rctl(8) cannot run here).
+parameter tables (CI runs on Linux; jail(8), jls(8), mount(8) and rctl(8) cannot run here).
 
-Tables are written from the man pages as summarised in oci-zfs-jails.md §5: rctl rule syntax
+Tables are written from the man pages and FreeBSD's sources: rctl(8)'s rule syntax
 ``subject:subject-id:resource:action=amount``, ``rctl -u`` printing one ``resource=value`` per line
-in raw units, ``rctl -r`` answering ESRCH when nothing matched, ``jls -j <name> jid`` exiting 1
-for an absent jail, ``jail -c`` parameters as ``key=value`` or bare booleans.
+in raw units (sys/kern/kern_rctl.c), ``rctl -r`` answering ESRCH when nothing matched, ``jls -j
+<name> jid`` exiting 1 for an absent jail, ``jail -c`` parameters as ``key=value`` or bare
+booleans (jail(8)), ``mount -p`` printing fstab(5) lines (mount(8)).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -63,6 +65,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.replies: list[tuple[list[str], int, str, str]] = []
+        self.mounted: list[tuple[str, str]] = []  # what `mount -t` mounted: (source, target)
 
     def reply(self, prefix: list[str], rc: int = 0, stdout: str = "", stderr: str = "") -> None:
         self.replies.insert(0, (prefix, rc, stdout, stderr))
@@ -83,9 +86,20 @@ class Recorder:
             if args[: len(prefix)] == prefix:
                 rc, out, err = r, o, e
                 break
+        else:
+            if args[:2] == ["/sbin/mount", "-t"]:
+                self.mounted.append((args[5], args[6]))
+            elif args[:2] == ["/sbin/mount", "-p"]:
+                out = "".join(f"{src}\t{dst}\tnullfs\trw\t0 0\n" for src, dst in self.mounted)
         if rc not in ok_codes:
             raise CommandFailed(args, rc, err)
         return Result(tuple(args), rc, out, err)
+
+    def inode_of(self, target: str) -> int:
+        """A mountpoint shows the inode of what was mounted there last (nullfs passes the lower
+        vnode's inode through, mount_nullfs(8)), else its own."""
+        src = next((s for s, t in reversed(self.mounted) if t == target), target)
+        return os.stat(src).st_ino
 
 
 class FakeLauncher:
@@ -119,7 +133,21 @@ def rootfs(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def recorder() -> Recorder:
-    return Recorder()
+    r = Recorder()
+    r.reply(["/usr/sbin/jls"], 0, "7\n")
+    return r
+
+
+def mount_p(*, after: bool = True) -> list[list[str]]:
+    """The check after each bind mount: what is mounted there now."""
+    return [["/sbin/mount", "-p"]] if after else []
+
+
+def devfs(root: Path, ruleset: str = "4") -> list[str]:
+    return ["/sbin/mount", "-t", "devfs", "-o", f"ruleset={ruleset}", "devfs", f"{root}/dev"]
+
+
+JLS = ["/usr/sbin/jls", "-j", "xc-3f2a9c1e-web", "jid"]
 
 
 @pytest.fixture
@@ -129,9 +157,8 @@ def launcher() -> FakeLauncher:
 
 @pytest.fixture
 def rt(tmp_path: Path, recorder: Recorder, launcher: FakeLauncher) -> FreeBSDRuntime:
-    return FreeBSDRuntime(
-        tmp_path / "state", runner=recorder, launcher=launcher, racct_reader=lambda s: None
-    )
+    return FreeBSDRuntime(tmp_path / "state", runner=recorder, launcher=launcher,
+                          racct_reader=lambda s: None, inode_of=recorder.inode_of)
 
 
 def _spec(rootfs: Path, tmp_path: Path, **kw: object) -> JailSpec:
@@ -158,7 +185,6 @@ def test_jail_params_defaults(rootfs: Path, tmp_path: Path) -> None:
         ("ip4", "inherit"),
         ("ip6", "inherit"),
         ("persist", None),
-        ("mount.devfs", None),
         ("devfs_ruleset", "4"),
         ("enforce_statfs", "2"),
         ("children.max", "0"),
@@ -185,7 +211,6 @@ def test_jail_params_allow_list_overrides(rootfs: Path, tmp_path: Path) -> None:
         "ip4=inherit",
         "ip6=inherit",
         "persist",
-        "mount.devfs",
         "devfs_ruleset=5",
         "enforce_statfs=2",
         "children.max=0",
@@ -260,23 +285,23 @@ def test_start_runs_exact_commands(
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:pcpu:deny=150"],
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:maxproc:deny=64"],
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:openfiles:deny=1024"],
+        devfs(rootfs),
         ["/sbin/mount", "-t", "nullfs", "-o", "rw", str(alloc), f"{rootfs}/alloc"],
+        *mount_p(),
         ["/sbin/mount", "-t", "nullfs", "-o", "ro", str(local), f"{rootfs}/local"],
+        *mount_p(),
         jail_create_argv(spec, "/usr/sbin/jail"),
+        JLS,
     ]
-    assert (rootfs / "alloc").is_dir() and (rootfs / "local").is_dir()
+    assert (rootfs / "alloc").is_dir() and (rootfs / "local").is_dir() and (rootfs / "dev").is_dir()
     [(mode, env, out, err)] = launcher.calls
-    assert mode == [
-        "exec",
-        "/usr/sbin/jexec",
-        "-U",
-        "www",
-        "xc-3f2a9c1e-web",
-        "/usr/local/bin/web",
-        "--port",
-        "8080",
-    ]
-    assert env["PORT"] == "8080" and env["HOME"] == "/nonexistent" and "PATH" in env
+    # The supervisor attaches to jid 7 as uid 80, gid 80, no supplementary groups, in "/".
+    assert mode == ["jail", "7", "80", "80", "-", "/", "/usr/local/bin/web", "--port", "8080"]
+    assert env == {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PORT": "8080",
+        "HOME": "/nonexistent",
+    }
     assert (out, err) == (spec.stdout_path, spec.stderr_path)
     assert rt.exists(spec.name)
     with pytest.raises(JailExists):
@@ -296,20 +321,13 @@ def test_cpuset_pins_the_jail(
     ]
 
 
-def test_cwd_goes_through_sh(
+def test_cwd_numeric_user_and_group_need_nothing_in_the_image(
     rt: FreeBSDRuntime, launcher: FakeLauncher, rootfs: Path, tmp_path: Path
 ) -> None:
-    rt.start(_spec(rootfs, tmp_path, cwd="/srv", argv=("/bin/echo", "hi")))
-    mode = launcher.calls[0][0]
-    assert mode[5:] == [
-        "/bin/sh",
-        "-c",
-        'cd "$1" && shift && exec "$@"',
-        "sh",
-        "/srv",
-        "/bin/echo",
-        "hi",
-    ]
+    # No /bin/sh to cd, no passwd entry for uid 4242: the supervisor chdirs and sets ids itself.
+    rt.start(_spec(rootfs, tmp_path, cwd="/srv", user="4242", group="www",
+                   argv=("/bin/echo", "hi")))
+    assert launcher.calls[0][0] == ["jail", "7", "4242", "80", "-", "/srv", "/bin/echo", "hi"]
 
 
 def test_destroy_exact_commands_and_idempotent(
@@ -320,13 +338,13 @@ def test_destroy_exact_commands_and_idempotent(
     spec = _spec(rootfs, tmp_path, mounts=[Mount(alloc, "/alloc")], limits=Limits(max_processes=8))
     rt.start(spec)
     recorder.calls.clear()
-    recorder.reply(["/usr/sbin/jls"], 0, "7\n")
     rt.destroy(spec.name)
     assert recorder.calls == [
         ["/usr/sbin/jls", "-j", "xc-3f2a9c1e-web", "jid"],
         ["/bin/pkill", "-KILL", "-j", "7"],
         ["/usr/sbin/jail", "-r", "xc-3f2a9c1e-web"],
         ["/sbin/umount", "-f", f"{rootfs}/alloc"],
+        ["/sbin/umount", "-f", f"{rootfs}/dev"],  # jail -r never unmounts a devfs
         ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
     ]
     assert not rt.exists(spec.name)
@@ -355,10 +373,11 @@ def test_failed_jail_create_is_undone(
     with pytest.raises(CommandFailed) as ei:
         rt.start(spec)
     assert "path: No such file" in str(ei.value)
-    assert recorder.calls[-4:] == [
+    assert recorder.calls[-5:] == [
         ["/usr/sbin/jls", "-j", "xc-3f2a9c1e-web", "jid"],
         ["/usr/sbin/jail", "-r", "xc-3f2a9c1e-web"],
         ["/sbin/umount", "-f", f"{rootfs}/alloc"],
+        ["/sbin/umount", "-f", f"{rootfs}/dev"],
         ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
     ]
     assert launcher.calls == []
@@ -376,6 +395,7 @@ def test_racct_disabled_is_a_clear_error(
     assert launcher.calls == []
 
     recorder.replies.clear()
+    recorder.reply(["/usr/sbin/jls"], 0, "7\n")
     spec = _spec(rootfs, tmp_path, name="xc-3f2a9c1e-other")
     rt.start(spec)
     recorder.reply(["/usr/bin/rctl", "-u"], 1, "", RACCT_OFF)
@@ -399,6 +419,7 @@ def test_stats_from_rctl_u(
 
 def test_stats_prefer_the_syscall(tmp_path: Path, rootfs: Path, launcher: FakeLauncher) -> None:
     recorder = Recorder()
+    recorder.reply(["/usr/sbin/jls"], 0, "7\n")
     subjects: list[str] = []
 
     def reader(subject: str) -> str:
@@ -413,11 +434,13 @@ def test_stats_prefer_the_syscall(tmp_path: Path, rootfs: Path, launcher: FakeLa
     assert subjects == ["jail:xc-3f2a9c1e-web"] and recorder.calls == []  # no process per sample
 
 
-def test_user_must_be_named_in_image(rt: FreeBSDRuntime, rootfs: Path, tmp_path: Path) -> None:
+def test_unknown_user_name_is_refused_before_side_effects(
+    rt: FreeBSDRuntime, recorder: Recorder, rootfs: Path, tmp_path: Path
+) -> None:
     with pytest.raises(SpecError) as ei:
-        rt.start(_spec(rootfs, tmp_path, user="4242"))
+        rt.start(_spec(rootfs, tmp_path, user="nosuchuser"))
     assert ei.value.field == "user"
-    assert not rt.exists("xc-3f2a9c1e-web")
+    assert not rt.exists("xc-3f2a9c1e-web") and recorder.calls == []
 
 
 def test_mountpoint_never_follows_image_symlinks(
@@ -431,27 +454,11 @@ def test_mountpoint_never_follows_image_symlinks(
     with pytest.raises(SpecError) as ei:
         rt.start(_spec(rootfs, tmp_path, mounts=[Mount(src, "/alloc")]))
     assert ei.value.field == "mounts.target"
-    assert not any(c[0] == "/sbin/mount" for c in recorder.calls)
-    assert not rt.exists("xc-3f2a9c1e-web")
+    assert not any(c[:3] == ["/sbin/mount", "-t", "nullfs"] for c in recorder.calls)
+    assert ["/sbin/umount", "-f", f"{rootfs}/dev"] in recorder.calls  # the devfs before it, undone
+    assert not rt.exists("xc-3f2a9c1e-web") and list(outside.iterdir()) == []
 
 
-def test_exec_argv(rt: FreeBSDRuntime, rootfs: Path, tmp_path: Path) -> None:
-    spec = _spec(rootfs, tmp_path, user="www", cwd="/var/www")
-    rt.start(spec)
-    task = rt._task(spec.name)
-    assert rt._exec_argv(task, ["/bin/ls", "-l"]) == [
-        "/usr/sbin/jexec",
-        "-U",
-        "www",
-        "xc-3f2a9c1e-web",
-        "/bin/sh",
-        "-c",
-        'cd "$1" && shift && exec "$@"',
-        "sh",
-        "/var/www",
-        "/bin/ls",
-        "-l",
-    ]
 
 
 def test_signal_not_running_after_exit(rt: FreeBSDRuntime, rootfs: Path, tmp_path: Path) -> None:
@@ -484,17 +491,21 @@ def test_tmpfs_and_readonly_root_exact_commands(
     )
     rt.start(spec)
     view = rt.state_root / "roots" / spec.name
-    # The read-only view of the clone first, then every mount onto the view, parents first.
+    # The read-only view of the clone first, then devfs and every mount onto the view, parents
+    # first.
     assert recorder.calls == [
         ["/sbin/mount", "-t", "nullfs", "-o", "ro", str(rootfs), str(view)],
+        devfs(view),
         ["/sbin/mount", "-t", "nullfs", "-o", "rw", str(alloc), f"{view}/alloc"],
+        *mount_p(),
         ["/sbin/mount", "-t", "tmpfs", "-o", f"nosuid,size={64 * MiB},mode=1777", "tmpfs",
          f"{view}/tmp"],
         ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,mode=700,ro", "tmpfs",
          f"{view}/var/empty"],
         jail_create_argv(dataclasses.replace(spec, rootfs=view), "/usr/sbin/jail"),
+        JLS,
     ]
-    assert f"path={view}" in recorder.calls[-1]
+    assert f"path={view}" in recorder.calls[-2]
     # Mountpoints were made in the clone (the view is read-only), the view's own dir by us.
     assert (rootfs / "alloc").is_dir() and (rootfs / "var" / "empty").is_dir() and view.is_dir()
 
@@ -507,6 +518,7 @@ def test_tmpfs_and_readonly_root_exact_commands(
         ["/sbin/umount", "-f", f"{view}/var/empty"],
         ["/sbin/umount", "-f", f"{view}/tmp"],
         ["/sbin/umount", "-f", f"{view}/alloc"],
+        ["/sbin/umount", "-f", f"{view}/dev"],
         ["/sbin/umount", "-f", str(view)],
         ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
     ]
@@ -519,9 +531,11 @@ def test_tmpfs_without_readonly_root_mounts_in_the_clone(
     spec = _spec(rootfs, tmp_path, tmpfs=[Tmpfs("/var/run", 4096, 0o755)])
     rt.start(spec)
     assert recorder.calls == [
+        devfs(rootfs),
         ["/sbin/mount", "-t", "tmpfs", "-o", "nosuid,size=4096,mode=755", "tmpfs",
          f"{rootfs}/var/run"],
         jail_create_argv(spec, "/usr/sbin/jail"),
+        JLS,
     ]
     assert not (rt.state_root / "roots").exists()
 
@@ -539,9 +553,10 @@ def test_failed_tmpfs_mount_is_undone(
         rt.start(spec)
     assert "Operation not permitted" in str(ei.value)
     view = rt.state_root / "roots" / spec.name
-    assert recorder.calls[-4:] == [
+    assert recorder.calls[-5:] == [
         ["/usr/sbin/jail", "-r", "xc-3f2a9c1e-web"],
         ["/sbin/umount", "-f", f"{view}/tmp"],
+        ["/sbin/umount", "-f", f"{view}/dev"],
         ["/sbin/umount", "-f", str(view)],
         ["/usr/bin/rctl", "-r", "jail:xc-3f2a9c1e-web:"],
     ]
@@ -557,5 +572,5 @@ def test_tmpfs_mountpoint_never_follows_image_symlinks(
     with pytest.raises(SpecError) as ei:
         rt.start(_spec(rootfs, tmp_path, tmpfs=[Tmpfs("/tmp/x")]))
     assert ei.value.field == "mounts.target"
-    assert recorder.calls == [] or not any(c[0] == "/sbin/mount" for c in recorder.calls)
+    assert not any(c[:3] == ["/sbin/mount", "-t", "tmpfs"] for c in recorder.calls)
     assert not (outside / "x").exists()

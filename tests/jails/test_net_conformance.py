@@ -103,7 +103,7 @@ class TestFreeBSDNetworksOnFakeHost(NetworkConformance):
     def fake(self, usable: None, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[FakeFreeBSDNet]:
         work = tmp_path_factory.mktemp(test_name("fbsdnet"))
-        host = FakeFreeBSDHost(work)
+        host = FakeFreeBSDHost()
         fake = FakeFreeBSDNet(host, work, net_prefix())
         yield fake
         fake.cleanup()
@@ -138,8 +138,8 @@ class TestFreeBSDNetworksOnFakeHost(NetworkConformance):
         # No procfs in the fake jail: the task's namespace is checked to be the parent's.
         fake_ns = f"{net_prefix()}-{net.parent_jail[-12:]}"
         pid = rt.handle(name).pid
-        deadline = time.monotonic() + 10  # the wrapper scripts exec their way to the task
-        while b"jexec" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        deadline = time.monotonic() + 10  # the supervisor forks, attaches, then execs the task
+        while b"supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes():
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/var/run/netns/{fake_ns}").st_ino

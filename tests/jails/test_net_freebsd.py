@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from jails import JailSpec
+from jails import JailSpec, Limits
 from jails._cmd import Result
 from jails.errors import CommandFailed, SpecError
 from jails.freebsd import FreeBSDRuntime
@@ -262,14 +262,19 @@ def test_freebsd_runtime_addresses_the_child_by_its_full_name(tmp_path: Path) ->
     rec, launcher = Recorder(), FakeLauncher()
     rec.reply(["/usr/sbin/jls"], 0, "7\n")
     rt = FreeBSDRuntime(tmp_path / "state", runner=rec, launcher=launcher,
-                        racct_reader=lambda s: "cputime=1\nmemoryuse=4096\n")
-    spec = _spec(tmp_path, network="parent", parent_jail=PJ)
+                        racct_reader=lambda s: "cputime=1\nmemoryuse=4096\n",
+                        inode_of=rec.inode_of)
+    spec = _spec(tmp_path, network="parent", parent_jail=PJ,
+                 limits=Limits(memory_bytes=64 << 20))
     rt.start(spec)
     full = f"{PJ}.xc-0123abcd-web"
     assert next(c for c in rec.calls if c[0] == "/usr/sbin/jail")[2] == f"name={full}"
-    assert launcher.calls[0][0][1:5] == ["/usr/sbin/jexec", "-U", "root", full]
+    assert ["/usr/sbin/jls", "-j", full, "jid"] in rec.calls
+    assert ["/usr/bin/rctl", "-a", f"jail:{full}:memoryuse:deny=67108864"] in rec.calls
+    assert launcher.calls[0][0][:2] == ["jail", "7"]  # the supervisor attaches to jid 7
     meta = json.loads((tmp_path / "state" / "tasks" / spec.name / "spec.json").read_text())
     assert meta["jail"] == full
+    assert rt.stats(spec.name).memory_rss_bytes >= 0
     rec.calls.clear()
     rt.destroy(spec.name)
     assert ["/usr/sbin/jail", "-r", full] in rec.calls
