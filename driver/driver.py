@@ -31,11 +31,19 @@ from driver.network import write_files as write_network_files
 from driver.ports import Images
 from driver.pull import pull_image
 from driver.state import DriverState, StateError
-from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
+from driver.taskspec import (
+    ImageDefaults,
+    Node,
+    NomadTask,
+    abi_of,
+    compose,
+    disk_quota_of,
+    spec_field,
+)
 from driver.taskstore import Outcome, TaskEntry, TaskStore
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
 from jails.errors import JailError, NotRunning, SpecError
-from zfsimage.errors import ImageError
+from zfsimage.errors import ImageError, QuotaTooSmall
 
 __all__ = ["Outcome", "TaskEntry", "XcDriver", "describe", "parse_signal"]
 
@@ -144,8 +152,12 @@ class XcDriver:
                 self._images, cfg, self.config.platform,
                 lambda msg, ann: self._event(nomad, msg, ann), self._run)
             t_image = time.monotonic()
+            abi = abi_of(image.os, self.config.resolved_backend(), self.config)
+            if abi == "linux":
+                self._event(nomad, f"Image {image.built_for} runs under FreeBSD's Linux ABI "
+                            "(linux64)", {"image": cfg.image, "abi": "linux64"})
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image))
+                                                      image, abi))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -164,7 +176,7 @@ class XcDriver:
         return state
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
-                        image: zfsimage.Image) -> DriverState:
+                        image: zfsimage.Image, abi: str) -> DriverState:
         rt, store = self.runtime, self.images
         undo: list[Callable[[], None]] = []
         try:
@@ -177,18 +189,20 @@ class XcDriver:
             cfg = resolve_mount_sources(cfg, placed.task_dir,
                                         self.config.volumes.allowed_host_paths)
             spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
-                           nomad=placed, plugin=self.config, node=self._node())
+                           nomad=placed, plugin=self.config, node=self._node(), abi=abi)
+            quota = disk_quota_of(cfg, self.config)
             state = DriverState(
                 task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
                 started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
-                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path)
+                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
+                disk_bytes=quota or 0)
             # The record goes first: whenever a clone or jail of this name may exist, a record
             # says whose it is (what _clear_previous and destroy of a lost handle rely on).
             undo.append(lambda: self.tasks.forget(name))
             self.tasks.save(state)
             undo.append(lambda: store.destroy_rootfs(name))
-            rootfs = store.clone_rootfs(image, name)
+            rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
             write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
@@ -394,6 +408,9 @@ def _start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseE
         return exc
     if isinstance(exc, SpecError):
         return ConfigError(spec_field(exc.field), exc.message, "fix the task config")
+    if isinstance(exc, QuotaTooSmall):
+        return ConfigError("config.storage_opt.size", str(exc),
+                           "raise storage_opt size (or the plugin's default_limits disk)")
     if isinstance(exc, ImageError):
         return StartFailed(f"image {cfg.image}: {exc}", exc.transient)
     if isinstance(exc, JailError):
@@ -403,5 +420,8 @@ def _start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseE
 
 def describe(entry: TaskEntry) -> dict[str, str]:
     """InspectTask's driver attributes."""
-    return {"jail": entry.name, "image": entry.state.image,
-            "image_digest": entry.state.image_digest}
+    attrs = {"jail": entry.name, "image": entry.state.image,
+             "image_digest": entry.state.image_digest}
+    if entry.state.disk_bytes:
+        attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
+    return attrs

@@ -85,22 +85,27 @@ class GcConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """rctl/ulimit values; 0 means not set."""
+    """rctl/ulimit values and the task's disk (its clone's refquota, bytes); 0 means not set."""
 
     maxproc: int = option("number", "set maxproc to a whole number >= 0 (0: no limit)",
                           default=0, parse=val.whole)
     openfiles: int = option("number", "set openfiles to a whole number >= 0 (0: no limit)",
                             default=0, parse=val.whole)
+    disk: int = option("string", 'set disk to a size such as "10G" (bytes, or k/m/g/t; '
+                       '"0": no quota)', default="", parse=val.size)
 
     def under(self, maximum: Limits) -> Limits:
         """These defaults with each unset value replaced by the maximum (0 stays 0 if none)."""
-        return Limits(self.maxproc or maximum.maxproc, self.openfiles or maximum.openfiles)
+        return Limits(self.maxproc or maximum.maxproc, self.openfiles or maximum.openfiles,
+                      self.disk or maximum.disk)
 
 
 _MAX_HINTS = {
     "maxproc": "set maxproc to a whole number >= 0 (0: no maximum)",
     "openfiles": "set openfiles to a whole number >= 0 (0: no maximum)",
+    "disk": 'set disk to a size such as "10G" (bytes, or k/m/g/t; "0": no maximum)',
 }
+LIMIT_KEYS = ("maxproc", "openfiles", "disk")
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ class PluginConfig:
     pull_activity_timeout: timedelta = option(
         "string", 'set pull_activity_timeout to a duration such as "2m"', default="2m",
         parse=val.duration)
+    linux_images: bool = option("bool", "set linux_images = true to run Linux images through "
+                                "FreeBSD's Linux ABI, or false", default=False)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":
@@ -142,14 +149,16 @@ PLUGIN_SCHEMA: hs.Schema = options.schema_of(PluginConfig)
 
 
 def _check_limits(cfg: PluginConfig) -> None:
-    for key in ("maxproc", "openfiles"):
+    for key in LIMIT_KEYS:
         dflt, mx = getattr(cfg.default_limits, key), getattr(cfg.max_limits, key)
         # An unset default under a maximum means "the maximum" (see Limits.under).
         if mx and dflt > mx:
+            shown = f'"{val.show_size(mx)}"' if key == "disk" else str(mx)
             raise ConfigError(
                 f"config.default_limits.{key}",
-                f"{dflt} is above max_limits.{key} = {mx}",
-                f"set default_limits {{ {key} = {mx} }} or lower",
+                f"{val.show_size(dflt) if key == 'disk' else dflt} is above "
+                f"max_limits.{key} = {shown}",
+                f"set default_limits {{ {key} = {shown} }} or lower",
             )
 
 

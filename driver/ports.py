@@ -32,8 +32,10 @@ class Images(Protocol):
                      revalidate: bool | None = None) -> zfsimage.Image:
         """Make the image available locally (pulling what is missing); blocking, idempotent."""
 
-    def clone_rootfs(self, image: zfsimage.Image, task_key: str) -> Path:
-        """A writable clone of the image for one task, mounted; idempotent."""
+    def clone_rootfs(self, image: zfsimage.Image, task_key: str,
+                     refquota: int | None = None) -> Path:
+        """A writable clone of the image for one task, mounted, with at most ``refquota``
+        bytes of disk (None: unlimited); idempotent."""
 
     def destroy_rootfs(self, task_key: str) -> None:
         """Remove a task's clone; gone already is success."""

@@ -44,6 +44,7 @@ class DriverState:
     alloc_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
+    disk_bytes: int = 0  # the root clone's refquota (0: none); the dataset itself keeps it
 
     def encode(self) -> bytes:
         data = {"v": STATE_VERSION, **asdict(self)}

@@ -94,6 +94,26 @@ def _jail_params(path: str, params: dict[str, str] | None, hint: str) -> Mapping
     return MappingProxyType(dict(params or {}))
 
 
+_SIZE_HINT = 'write storage_opt = { size = "1G" } (bytes, or k/m/g/t)'
+
+
+@dataclass(frozen=True)
+class StorageOpt:
+    """docker's ``storage_opt``: ``size`` is the task root's disk quota in bytes (0: the
+    plugin's default_limits.disk)."""
+
+    size: int = 0
+
+
+def _storage_opt(path: str, opts: dict[str, str] | None, hint: str) -> StorageOpt:
+    for key in opts or {}:
+        if key != "size":
+            raise ConfigError(f"{path}.{key}", "not a storage option here (only size is)",
+                              _SIZE_HINT)
+    text = (opts or {}).get("size", "")
+    return StorageOpt(val.size(f"{path}.size", text, _SIZE_HINT))
+
+
 def _labels(path: str, labels: dict[str, str] | None, hint: str) -> Mapping[str, str]:
     return MappingProxyType(dict(labels or {}))
 
@@ -236,6 +256,8 @@ class TaskConfig:
     readonly_rootfs: bool = _flag("readonly_rootfs")
     labels: Mapping[str, str] = option("map(string)", 'write labels = { team = "web" }',
                                        block_attrs=True, parse=_labels)
+    storage_opt: StorageOpt = option("map(string)", _SIZE_HINT, block_attrs=True,
+                                     parse=_storage_opt)
 
 
 TASK_SCHEMA: hs.Schema = options.schema_of(TaskConfig)
@@ -281,3 +303,14 @@ def check_task_allowed(task: TaskConfig, plugin: PluginConfig) -> None:
         if mx and getattr(task, key) > mx:
             raise ConfigError(f"config.{key}", f"{getattr(task, key)} is above this client's "
                               f"maximum {mx}", f"set {key} to {mx} or less")
+    check_disk(task, plugin)
+
+
+def check_disk(task: TaskConfig, plugin: PluginConfig) -> None:
+    """A task's storage_opt size is at most the operator's max_limits disk."""
+    cap, ask = plugin.max_limits.disk, task.storage_opt.size
+    if cap and ask > cap:
+        raise ConfigError("config.storage_opt.size",
+                          f"{val.show_size(ask)} is above this client's maximum disk "
+                          f"{val.show_size(cap)} (max_limits.disk)",
+                          f'set storage_opt = {{ size = "{val.show_size(cap)}" }} or less')

@@ -8,7 +8,11 @@ Precedence follows Nomad's docker driver:
 - env: the image's Env, then Nomad's task env (which carries NOMAD_* and the job's env block);
   NOMAD_ALLOC_DIR/TASK_DIR/SECRETS_DIR always name the in-jail paths (fs_isolation = image);
 - user: Nomad's task ``user``, else the image User, else root; ``user:group`` is split;
-- cwd: ``work_dir``, else the image WorkingDir, else /.
+- cwd: ``work_dir``, else the image WorkingDir, else /;
+- disk: ``storage_opt size``, else the plugin's ``default_limits disk`` (else its max), capped by
+  ``max_limits disk`` (``disk_quota_of``; the clone's refquota, not part of the spec);
+- abi: a Linux image on the FreeBSD backend runs under FreeBSD's Linux ABI, and only when the
+  operator set ``linux_images`` (``abi_of``); on Linux every image runs natively.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.network import NomadDNS, NomadNetwork
 from driver.network import plan as network_plan
 from driver.state import Resources
+from driver.taskconfig import check_disk
 from jails import JailSpec, Limits, Mount, Tmpfs
 from jails.errors import SpecError
 
@@ -157,6 +162,24 @@ def limits_of(task: TaskConfig, nomad: NomadTask, plugin: PluginConfig, node: No
                           "give the task memory >= 4 MiB and memory_max >= memory") from exc
 
 
+def disk_quota_of(task: TaskConfig, plugin: PluginConfig) -> int | None:
+    """The task root's refquota in bytes, or None for no quota."""
+    check_disk(task, plugin)
+    return task.storage_opt.size or plugin.default_limits.under(plugin.max_limits).disk or None
+
+
+def abi_of(image_os: str, backend: str, plugin: PluginConfig) -> str:
+    """The ``JailSpec.abi`` an image built for ``image_os`` runs under on ``backend``."""
+    if backend != "freebsd" or image_os != "linux":
+        return "native"
+    if not plugin.linux_images:
+        raise ConfigError("config.image", "is a Linux image and this FreeBSD client does not "
+                          "run Linux images",
+                          "use a FreeBSD image, or ask the operator to set linux_images = true "
+                          "in the plugin config (it runs them through FreeBSD's Linux ABI)")
+    return "linux"
+
+
 def _inside(base: str, rel: str, origin: str) -> str:
     joined = posixpath.normpath(posixpath.join(base, rel))
     if joined != base and not joined.startswith(base.rstrip("/") + "/"):
@@ -220,6 +243,7 @@ def compose(
     nomad: NomadTask,
     plugin: PluginConfig,
     node: Node = Node(),
+    abi: str = "native",
 ) -> JailSpec:
     user, group = user_of(image, nomad)
     net = network_plan(nomad.network, nomad.dns, nomad.task_dir)
@@ -242,6 +266,7 @@ def compose(
             netns_path=net.netns_path,
             limits=limits_of(task, nomad, plugin, node),
             jail_params=tuple(task.jail_params.items()),
+            abi=abi,
         )
     except SpecError as exc:
         raise ConfigError(spec_field(exc.field), exc.message,

@@ -19,6 +19,11 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
            "h": 3600.0}
 
+# docker's size syntax (storage_opt size, --memory): a number, an optional k/m/g/t suffix in
+# powers of 1024, an optional "b" (or "ib"), any case: "1G", "512m", "1.5gb", "1073741824"
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgt]?)(i?b)?$", re.IGNORECASE)
+_SIZE_UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
 PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 JAIL_PARAM_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
@@ -60,6 +65,27 @@ def whole(path: str, value: int | float | Decimal, hint: str, minimum: int = 0) 
     if n > 2**63 - 1:
         raise ConfigError(path, f"{n} is too large", hint)
     return n
+
+
+def size(path: str, text: str, hint: str) -> int:
+    """A size in docker's syntax -> whole bytes ("" or "0": 0, not set)."""
+    if not text.strip():
+        return 0
+    m = _SIZE_RE.match(text.strip())
+    if m is None:
+        raise ConfigError(path, f'"{text}" is not a size', hint)
+    n = int(Decimal(m.group(1)) * _SIZE_UNIT[m.group(2).lower()])
+    if n > 2**63 - 1:
+        raise ConfigError(path, f'"{text}" is too large', hint)
+    return n
+
+
+def show_size(n: int) -> str:
+    """Bytes as the largest unit that divides them ("2G", "1536M"), for messages."""
+    for unit in ("t", "g", "m", "k"):
+        if n and n % _SIZE_UNIT[unit] == 0:
+            return f"{n // _SIZE_UNIT[unit]}{unit.upper()}"
+    return str(n)
 
 
 def platform(path: str, text: str, hint: str) -> str:

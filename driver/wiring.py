@@ -64,6 +64,7 @@ def open_image_store(config: PluginConfig) -> zfsimage.ImageStore:
         # Like Nomad's docker driver: a tag present locally is used as it is unless the task
         # sets force_pull (no registry round trip per start).
         revalidate_tags=False,
+        linux_images=config.linux_images,
     ))
 
 

@@ -1,10 +1,11 @@
 """A FreeBSD task's file system: the mount plan (pure), mountpoints made without following the
 image's symlinks, and the check that a nullfs mount shows what was resolved.
 
-Order (teardown goes in reverse): the read-only root view, devfs on /dev, then binds (nullfs)
-and tmpfs, parents before children. jail(8)'s ``mount.devfs`` is not used: ``jail -r`` of a jail
-that is not in jail.conf knows only its name and jid and so never unmounts it
-(usr.sbin/jail/command.c, state.c), and it refuses an image without /dev.
+Order (teardown goes in reverse): the read-only root view, devfs on /dev, a Linux ABI jail's
+file systems (jails/linuxabi.py), then binds (nullfs) and tmpfs, parents before children.
+jail(8)'s ``mount.devfs`` is not used: ``jail -r`` of a jail that is not in jail.conf knows only
+its name and jid and so never unmounts it (usr.sbin/jail/command.c, state.c), and it refuses an
+image without /dev.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jails.errors import JailError, SpecError
+from jails.linuxabi import abi_mounts
 from jails.plans import MountStep
 from jails.spec import JailSpec, Mount, Tmpfs
 
@@ -59,6 +61,8 @@ def mount_plan(spec: JailSpec, jail_root: Path, *, file_binds: bool) -> tuple[Mo
         plan.append(MountStep("nullfs", "ro", str(spec.rootfs), root, None, True))
     plan.append(MountStep("devfs", f"ruleset={devfs_ruleset(spec)}", "devfs", root + "/dev",
                           "/dev", True))
+    if spec.abi == "linux":
+        plan.extend(abi_mounts(root))  # inside devfs: /dev/fd, /dev/shm (jails/linuxabi.py)
     for m in spec.all_mounts():
         target = root + m.target
         if isinstance(m, Mount):

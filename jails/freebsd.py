@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jails import _cmd
+from jails.devd import DEVD_SEQPACKET_SOCKET, watch_arg
 from jails.errors import (
     CommandFailed,
     HostUnsupported,
@@ -41,6 +42,7 @@ from jails.fbsdmounts import (
 )
 from jails.interactive import InteractiveExec, spawn_interactive
 from jails.jailparams import jail_create_argv, jail_ref
+from jails.linuxabi import NOT_LOADED, check_abi_mounts, linux_abi_loaded
 from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.plans import BackendPlan, FreeBSDPlan, MountStep
@@ -94,6 +96,8 @@ class FreeBSDRuntime(Runtime):
         umount_bin: str = "/sbin/umount",
         pkill_bin: str = "/bin/pkill",
         cpuset_bin: str = "/usr/bin/cpuset",
+        devd_socket: str = DEVD_SEQPACKET_SOCKET,
+        kldstat_bin: str = "/sbin/kldstat",
     ) -> None:
         super().__init__(state_root)
         self.run = runner
@@ -108,6 +112,8 @@ class FreeBSDRuntime(Runtime):
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
         self._refs: dict[str, str] = {}  # task name -> its jail's full name (jail_ref)
+        self.devd_socket = devd_socket
+        self.kldstat_bin = kldstat_bin
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(self._binary()))
 
@@ -116,11 +122,14 @@ class FreeBSDRuntime(Runtime):
 
     def start(self, spec: JailSpec) -> TaskHandle:
         refuse_network(spec)  # before any side effect, and before check_host looks for a netns
+        if spec.abi == "linux" and not linux_abi_loaded(self.run, self.kldstat_bin):
+            raise HostUnsupported(NOT_LOADED)
         return super().start(spec)
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 
     def _prepare(self, spec: JailSpec, staging: Path) -> FreeBSDPlan:
+        check_abi_mounts(spec)
         user = resolve_user(spec.rootfs, spec.user, spec.group)
         jail_root = self._jail_root(spec)
         return FreeBSDPlan(
@@ -155,9 +164,10 @@ class FreeBSDRuntime(Runtime):
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
         mode = ["jail", *_entry_args(jid, _ids(plan, spec.rootfs), plan.cwd), *spec.argv]
         env = env_dict(plan.env)
+        oom = self._oom_watch(spec)
         if self._launcher is not None:
-            return self._launcher(task, spec.stdout_path, spec.stderr_path, mode, env)
-        return launch(self._binary(), task, spec.stdout_path, spec.stderr_path, None, mode,
+            return self._launcher(task, spec.stdout_path, spec.stderr_path, mode, env, oom=oom)
+        return launch(self._binary(), task, spec.stdout_path, spec.stderr_path, oom, mode,
                       env=env)
 
     def _mount_all(self, rootfs: Path, steps: Sequence[MountStep]) -> None:
@@ -189,6 +199,13 @@ class FreeBSDRuntime(Runtime):
         """The source of what is mounted on target now (mount -p: statfs's f_mntfromname)."""
         table = parse_mount_p(self.run([self.mount_bin, "-p"]).stdout)
         return table.get(os.path.realpath(target))
+
+    def _oom_watch(self, spec: JailSpec) -> str | None:
+        """What the supervisor watches for OOM kills: devd's RCTL notifications of this jail's
+        memory rule (jails.rctl.memory_rules), when it has one."""
+        if spec.limits.memory_hard_bytes is None:
+            return None
+        return watch_arg(jail_ref(spec), self.devd_socket)
 
     def _jail_root(self, spec: JailSpec) -> Path:
         """The jail's path: the clone itself, or with readonly_root a read-only nullfs view of it
@@ -248,7 +265,8 @@ class FreeBSDRuntime(Runtime):
         try:
             self.run([self.rctl_bin, "-r", rule_filter(name)])
         except CommandFailed as exc:
-            if not _gone(exc, "no such process"):  # ESRCH: nothing matched, already clean
+            # ESRCH: nothing matched, already clean; racct off: no rule can exist.
+            if not _gone(exc, "no such process", "disabled", "not present"):
                 raise
 
     def _sample(self, task: TaskDir) -> Usage:

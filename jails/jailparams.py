@@ -9,6 +9,7 @@ unchanged. No ``mount.devfs`` either: the backend mounts devfs itself (jails/fbs
 
 from __future__ import annotations
 
+from jails.linuxabi import abi_params
 from jails.spec import JailSpec
 
 # Defaults an operator expects of a task jail; spec.jail_params (allow-listed) override them.
@@ -40,6 +41,10 @@ def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
     overrides = dict(spec.jail_params)
     for key, value in DEFAULT_PARAMS:
         params.append((key, overrides.pop(key, value)))
+    if spec.abi == "linux":
+        for key, value in abi_params(overrides):
+            overrides.pop(key, None)
+            params.append((key, value))
     for key, value in spec.jail_params:
         if key in overrides:
             params.append((key, value))

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jails import _cmd
+from jails.devd import DEVD_SEQPACKET_SOCKET
 from jails.fbsdmounts import nullfs_file_binds
+from jails.linuxabi import linux_abi_loaded
 
 BACKENDS = ("auto", "linux", "freebsd")
 
@@ -85,6 +87,9 @@ def _probe_freebsd(attrs: dict[str, str]) -> HostProbe:
     attrs["driver.xc.racct"] = value if res.returncode == 0 else "absent"
     racct_reason = racct_reason_for(res.returncode, value)
     attrs["driver.xc.nullfs.file_binds"] = str(nullfs_file_binds(platform.release())).lower()
+    # Not health: without them only Linux images (linux_abi) and OOM reports (devd) are missing.
+    attrs["driver.xc.linux_abi"] = "true" if linux_abi_loaded() else "false"
+    attrs["driver.xc.devd"] = "true" if os.path.exists(DEVD_SEQPACKET_SOCKET) else "false"
     for tool in ("jail", "jls", "rctl", "mount", "umount", "cc"):
         if shutil.which(tool) is None:
             return _unhealthy("freebsd", f"{tool} not found in PATH", attrs)

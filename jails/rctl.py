@@ -1,9 +1,23 @@
 """Limits -> rctl(8) rules, and rctl usage text -> Usage (pure; table-tested from rctl(8) and
-sys/kern/kern_rctl.c, sys/kern/kern_racct.c).
+sys/kern/kern_rctl.c, sys/kern/kern_racct.c, sys/vm/vm_swapout.c).
 
-Only ``deny`` is used: the kernel accepts it for memoryuse and pcpu (explicit exceptions) and for
-the DENIABLE resources maxproc and openfiles. Rules are keyed by jail *name*, may be added before
-the jail exists (so it never runs unlimited) and outlive it, so they are removed after jail -r.
+Rules are keyed by jail *name*, may be added before the jail exists (so it never runs unlimited)
+and outlive it, so they are removed after jail -r.
+
+Memory. ``memoryuse`` (RSS summed over the jail's processes) is not deniable in racct: a ``deny``
+rule on it only makes the VM daemon page the jail out towards the limit, which never ends a task
+and may thrash the host (rctl(8) BUGS). The VM daemon samples every process's RSS about once a
+second (``racct_set(p, RACCT_RSS, ...)`` in vm_daemon); each sample that grows a process while the
+jail's sum would exceed a rule's amount runs ``rctl_enforce``, which sends a ``sig*`` action's
+signal to *that* process and, for a ``devctl`` action, queues
+``!system=RCTL subsystem=rule type=matched rule=<rule> pid=<pid> ruid=<uid> jail=<name>`` for
+devd(8) (see ``jails.devd``). So the hard limit is two rules with one amount:
+``memoryuse:sigkill`` ends the process that grew the jail past it, and ``memoryuse:devctl`` tells
+the task's supervisor that this kill was an OOM kill (``exit.json`` ``oom_killed``), as the memory
+cgroup's ``oom_kill`` count does on Linux. ``vmemoryuse:deny`` is not used: it counts reserved
+address space, which runtimes such as Go and the JVM reserve far beyond what they touch.
+``memory`` without ``memory_max`` is the hard limit (as on Linux); with ``memory_max`` it is only
+Nomad's scheduling reservation: racct has no soft limit that applies under host pressure only.
 """
 
 from __future__ import annotations
@@ -13,11 +27,27 @@ import time
 from jails.model import Usage
 from jails.spec import Limits
 
+# The resource/actions the memory limit uses; jails.devd matches notifications of the devctl one.
+MEMORY_RESOURCE = "memoryuse"
+MEMORY_KILL_ACTION = "sigkill"
+MEMORY_NOTIFY_ACTION = "devctl"
+
+
+def memory_rules(jail: str, limits: Limits) -> list[str]:
+    """The hard memory limit: kill, then notify (rctl_enforce runs both for the same sample)."""
+    hard = limits.memory_hard_bytes
+    if hard is None:
+        return []
+    return [
+        f"jail:{jail}:{MEMORY_RESOURCE}:{MEMORY_KILL_ACTION}={hard}",
+        f"jail:{jail}:{MEMORY_RESOURCE}:{MEMORY_NOTIFY_ACTION}={hard}",
+    ]
+
 
 def rctl_rules(jail: str, limits: Limits) -> list[str]:
-    rules: list[str] = []
-    if limits.memory_hard_bytes is not None:
-        rules.append(f"jail:{jail}:memoryuse:deny={limits.memory_hard_bytes}")
+    """All rules of one jail. ``deny`` only where the kernel enforces it at allocation: pcpu
+    (racctd throttles) and the DENIABLE counters maxproc and openfiles (fork/open fail)."""
+    rules = memory_rules(jail, limits)
     if limits.cpu_percent is not None:
         rules.append(f"jail:{jail}:pcpu:deny={limits.cpu_percent}")
     if limits.max_processes is not None:

@@ -29,8 +29,14 @@ ALLOWED_JAIL_PARAMS = frozenset(
         "sysvshm",
         "osrelease",
         "osreldate",
+        "linux.osname",  # with abi "linux": what uname(2) tells the image (jail(8) linux.*)
+        "linux.osrelease",
     }
 )
+# "native": the image's binaries are the host OS's own; "linux": a Linux image run through
+# FreeBSD's Linux ABI (linux64), with the file systems Linux programs expect (jails.linuxabi).
+# The Linux backend runs both the same way: there the image is native.
+ABIS = ("native", "linux")
 # "host": the host's addresses (ip4=inherit, ip6=inherit / no netns of its own); "netns": join the
 # existing network namespace at netns_path (Nomad's group network, or one jails.net made);
 # "parent" (FreeBSD): the task jail is a child of the existing jail parent_jail and shares its
@@ -193,6 +199,7 @@ class JailSpec:
     parent_jail: str = ""  # with network="parent": the jail this task's jail is a child of
     limits: Limits = field(default_factory=Limits)
     jail_params: tuple[tuple[str, str], ...] = ()
+    abi: str = "native"  # see ABIS
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not is_valid_name(self.name):
@@ -266,6 +273,8 @@ class JailSpec:
                 )
             _no_nul("jail_params", k + v)
         object.__setattr__(self, "jail_params", params)
+        if self.abi not in ABIS:
+            raise SpecError("abi", f"{self.abi!r} is not supported; use one of {ABIS}")
 
     def all_mounts(self) -> tuple[Mount | Tmpfs, ...]:
         """Bind and tmpfs mounts in mounting order: a parent before its children (stable

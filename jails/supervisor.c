@@ -18,6 +18,9 @@
  * {"exit_code", "signal", "oom_killed", "finished_at"}. A signalled task reports
  * exit_code 128+signal, as Nomad's executor does. OOM_FILE ("-" for none) is the memory cgroup's
  * memory.oom_control (v1) or memory.events (v2); a non-zero "oom_kill" count marks an OOM kill.
+ * On FreeBSD OOM_FILE is "rctl:<jail>:<devd socket>": the jail's memory limit is an rctl
+ * memoryuse:sigkill rule with a memoryuse:devctl twin, and a "matched" notification of the twin,
+ * read from devd's seqpacket socket while the task runs, marks an OOM kill (see oom_watch_*).
  * In runc mode one `runc run -d` gets the log targets as stdio (never pipes: runc would hang);
  * the container init, reparented to us (the subreaper), is the task.
  * In jail mode (FreeBSD) the task is our child that enters the jail itself: jail_attach(2) to JID,
@@ -30,14 +33,17 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +61,7 @@
 #endif
 
 #define DRAIN_MS 5000
+#define OOM_WATCH_PREFIX "rctl:" /* OOM_FILE naming a jail to watch through devd */
 
 static const char *state_dir;
 static volatile sig_atomic_t task_pid = 0;
@@ -154,15 +161,24 @@ static const char *const STEPS[] = {"exec", "jail_attach", "chdir", "setgroups",
 static int attach(int jid) { return jail_attach(jid); }
 #elif defined(XC_FAKE_JAILS)
 /* Test builds only (tests/fixtures/fakefreebsd.py): the fake host keeps each jail's root at
- * XC_FAKE_JAILS/<jid>/root. Like jail_attach(2) this changes the root directory, not the
- * working directory. */
+ * XC_FAKE_JAILS/<jid>/root and its host.hostname in XC_FAKE_JAILS/<jid>/hostname. Like
+ * jail_attach(2) this changes the root directory (not the working directory) and the hostname
+ * the process sees (a UTS namespace of its own). */
+#include <sched.h>
 static int attach(int jid) {
-    char root[4096];
-    if ((size_t)snprintf(root, sizeof root, "%s/%d/root", XC_FAKE_JAILS, jid) >= sizeof root) {
+    char path[4096], host[256];
+    if ((size_t)snprintf(path, sizeof path, "%s/%d/hostname", XC_FAKE_JAILS, jid) >= sizeof path) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    return chroot(root);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, host, sizeof host);
+    close(fd);
+    if (n < 0) return -1;
+    if (unshare(CLONE_NEWUTS) != 0 || sethostname(host, (size_t)n) != 0) return -1;
+    snprintf(path, sizeof path, "%s/%d/root", XC_FAKE_JAILS, jid);
+    return chroot(path);
 }
 #else
 static int attach(int jid) {
@@ -276,7 +292,8 @@ static void forward(int sig) {
 }
 
 static long oom_kills(const char *path) {
-    if (strcmp(path, "-") == 0) return 0;
+    if (strcmp(path, "-") == 0 || strncmp(path, OOM_WATCH_PREFIX, strlen(OOM_WATCH_PREFIX)) == 0)
+        return 0;
     FILE *f = fopen(path, "re");
     if (!f) return 0;
     char line[256];
@@ -286,6 +303,136 @@ static long oom_kills(const char *path) {
     }
     fclose(f);
     return n;
+}
+
+/* ---- FreeBSD memory limit: OOM kills learnt from devd's RCTL notifications -----------------
+ * The kernel's rctl_enforce() queues, for a devctl rule, the devctl_notify() line
+ *   !system=RCTL subsystem=rule type=matched rule=jail:<jail>:memoryuse:devctl=<bytes> pid=<p>
+ *   ruid=<uid> jail=<jail>
+ * (one line; see jails/devd.py for the Python twin of this matcher and the kernel sources it
+ * follows), and devd(8) forwards each line unchanged, one packet per line, to the clients of its
+ * seqpacket socket. The watch connects before the task starts, so no line of its life is missed. */
+#define OOM_GRACE_MS 1000
+#define DEVD_MAXBUF 8192
+
+static struct {
+    int fd;
+    char jail[64];
+    int killed;
+} oom_watch = {-1, "", 0};
+
+static void on_sigchld(int sig) { (void)sig; }
+
+/* 1 when one devd packet says the memoryuse devctl rule of `jail` matched a process of it. */
+static int rctl_oom_line(const char *msg, size_t len, const char *jail) {
+    static const char head[] = "!system=RCTL subsystem=rule type=matched ";
+    char buf[1024], want[128];
+    if (len >= sizeof buf) return 0;
+    memcpy(buf, msg, len);
+    buf[len] = 0;
+    while (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
+    if (strncmp(buf, head, sizeof head - 1) != 0 || strchr(buf, '\n') != NULL) return 0;
+    if ((size_t)snprintf(want, sizeof want, "jail:%s:memoryuse:devctl=", jail) >= sizeof want)
+        return 0;
+    int rule_ok = 0, jail_ok = 0, rules = 0, jails = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf + sizeof head - 1, " ", &save); tok;
+         tok = strtok_r(NULL, " ", &save)) {
+        if (strncmp(tok, "rule=", 5) == 0) {
+            const char *amount = tok + 5 + strlen(want);
+            rules++;
+            rule_ok = strncmp(tok + 5, want, strlen(want)) == 0 && *amount != 0 &&
+                      strspn(amount, "0123456789") == strlen(amount);
+        } else if (strncmp(tok, "jail=", 5) == 0) {
+            jails++;
+            jail_ok = strcmp(tok + 5, jail) == 0;
+        }
+    }
+    /* A key given twice is not a line the kernel wrote (a jail name with spaces could try). */
+    return rules == 1 && jails == 1 && rule_ok && jail_ok;
+}
+
+/* Connect to devd for "rctl:<jail>:<socket>". Without devd the limit still kills; the kill is
+ * then reported as a plain SIGKILL, and the plugin's fingerprint says why (driver.xc.devd). */
+static void oom_watch_open(const char *spec) {
+    if (strncmp(spec, OOM_WATCH_PREFIX, strlen(OOM_WATCH_PREFIX)) != 0) return;
+    const char *jail = spec + strlen(OOM_WATCH_PREFIX), *colon = strchr(jail, ':');
+    if (!colon || (size_t)(colon - jail) >= sizeof oom_watch.jail) return;
+    memcpy(oom_watch.jail, jail, (size_t)(colon - jail));
+    oom_watch.jail[colon - jail] = 0;
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(colon + 1) >= sizeof sun.sun_path) return;
+    strcpy(sun.sun_path, colon + 1);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+        close(fd);
+        return;
+    }
+    oom_watch.fd = fd;
+    /* SIGCHLD stays blocked except inside ppoll, so a task exit always interrupts the wait. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+}
+
+/* Read what devd sent within timeout_ms (-1: until a signal); 0 once devd hung up. */
+static int oom_watch_poll(int timeout_ms) {
+    struct pollfd pfd = {oom_watch.fd, POLLIN, 0};
+    sigset_t open_mask;
+    sigprocmask(SIG_SETMASK, NULL, &open_mask);
+    sigdelset(&open_mask, SIGCHLD);
+    struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+    int n = ppoll(&pfd, 1, timeout_ms < 0 ? NULL : &ts, &open_mask);
+    if (n <= 0) return 1;
+    char msg[DEVD_MAXBUF];
+    for (;;) {
+        ssize_t r = recv(oom_watch.fd, msg, sizeof msg, MSG_DONTWAIT);
+        if (r > 0) {
+            if (rctl_oom_line(msg, (size_t)r, oom_watch.jail)) oom_watch.killed = 1;
+            continue;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 1;
+        close(oom_watch.fd); /* devd went away (restart): the rest of this life is unwatched */
+        oom_watch.fd = -1;
+        return 0;
+    }
+}
+
+/* Reap until the task itself exits, reading devd meanwhile; its wait status (-1: no child). A
+ * task ended by SIGKILL gets a short grace for the notification, which devd forwards after the
+ * kernel queued it next to the signal. */
+static int reap_task_watching(pid_t pid) {
+    sigset_t open_mask;
+    sigprocmask(SIG_SETMASK, NULL, &open_mask);
+    sigdelset(&open_mask, SIGCHLD);
+    int status, st;
+    for (;;) {
+        pid_t r = waitpid(-1, &st, WNOHANG);
+        if (r == pid) {
+            status = st;
+            break;
+        }
+        if (r > 0) continue;
+        if (r < 0 && errno == ECHILD) return -1;
+        if (oom_watch.fd >= 0)
+            oom_watch_poll(-1);
+        else
+            sigsuspend(&open_mask);
+    }
+    for (int waited = 0; oom_watch.fd >= 0 && !oom_watch.killed && WIFSIGNALED(status) &&
+                         WTERMSIG(status) == SIGKILL && waited < OOM_GRACE_MS;
+         waited += 50)
+        oom_watch_poll(50);
+    if (oom_watch.fd >= 0) oom_watch_poll(0);
+    return status;
 }
 
 static void json_escape(char *dst, size_t n, const char *src) {
@@ -330,6 +477,11 @@ int main(int argc, char **argv) {
         unsigned long long t = start_time((pid_t)strtol(argv[2], NULL, 10));
         if (t == 0) return 1;
         printf("%llu\n", t);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "--rctl-oom-match") == 0) {
+        /* The devd line matcher on its own, for table tests: JAIL LINE -> "1" or "0". */
+        printf("%d\n", rctl_oom_line(argv[3], strlen(argv[3]), argv[2]));
         return 0;
     }
     if (argc >= 8 && strcmp(argv[1], "--attach") == 0) {
@@ -413,6 +565,7 @@ int main(int argc, char **argv) {
 
     pid_t pid;
     int step = 0;
+    if (!is_runc) oom_watch_open(oom_file); /* before the task exists: no notification missed */
     if (is_jail) {
         pid = spawn(argv + 11, devnull, out, err, &jail_entry, &step);
         if (pid < 0) {
@@ -467,16 +620,20 @@ int main(int argc, char **argv) {
 
     /* Reap everything reparented to us; the task's own status is the one we record. */
     int status = 0;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(-1, &st, 0);
-        if (r == pid) {
-            status = st;
-            break;
-        }
-        if (r < 0 && errno == ECHILD) {
-            status = -1;
-            break;
+    if (oom_watch.fd >= 0) {
+        status = reap_task_watching(pid);
+    } else {
+        for (;;) {
+            int st;
+            pid_t r = waitpid(-1, &st, 0);
+            if (r == pid) {
+                status = st;
+                break;
+            }
+            if (r < 0 && errno == ECHILD) {
+                status = -1;
+                break;
+            }
         }
     }
     task_pid = 0;
@@ -489,12 +646,12 @@ int main(int argc, char **argv) {
     } else {
         code = WEXITSTATUS(status);
     }
-    long ooms = oom_kills(oom_file);
+    int oom = oom_kills(oom_file) > 0 || oom_watch.killed;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     snprintf(body, sizeof body,
              "{\"exit_code\": %d, \"signal\": %d, \"oom_killed\": %s, \"finished_at\": %ld.%06ld}\n",
-             code, sig, ooms > 0 ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
+             code, sig, oom ? "true" : "false", (long)tv.tv_sec, (long)tv.tv_usec);
     if (write_atomic("exit.json", body) != 0) die_errno("write exit.json");
     /* Give a late log reader up to DRAIN_MS to take what the task wrote into the FIFOs. */
     signal(SIGTERM, SIG_DFL);

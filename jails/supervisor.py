@@ -73,13 +73,15 @@ def launch(
     task: TaskDir,
     stdout_path: Path,
     stderr_path: Path,
-    oom_file: Path | None,
+    oom_file: Path | str | None,
     mode_args: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 60.0,
 ) -> TaskPids:
-    """Start the supervisor for ``task``; returns once the task runs (or raises why not)."""
+    """Start the supervisor for ``task``; returns once the task runs (or raises why not).
+    ``oom_file``: the memory cgroup file counting OOM kills (Linux), or ``jails.devd.watch_arg``
+    (FreeBSD: the jail whose RCTL notifications devd forwards)."""
     argv = [
         str(binary),
         str(task.path),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -24,3 +25,14 @@ def _sweep_stale_test_resources() -> Iterator[None]:
     sweep_all()
     yield
     sweep_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need a FreeBSD kernel run on FreeBSD and are skipped, saying where they run,
+    everywhere else."""
+    if sys.platform.startswith("freebsd"):
+        return
+    skip = pytest.mark.skip(reason="needs a FreeBSD kernel: scripts/freebsd-vm.sh or .cirrus.yml")
+    for item in items:
+        if item.get_closest_marker("freebsd_kernel") is not None:
+            item.add_marker(skip)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zfsimage.errors import DigestMismatch, ImageError, ImageNotFound
+from zfsimage.names import printable
 from zfsimage.platform import Platform
 from zfsimage.reference import check_digest
 
@@ -117,8 +118,9 @@ def parse_descriptor(obj: Any, what: str) -> Descriptor:
     if isinstance(p, dict):
         plat = (str(p.get("os", "")), str(p.get("architecture", "")),
                 str(p["variant"]) if p.get("variant") else None)
-    urls = obj.get("urls") or ()
-    return Descriptor(str(mt), str(digest), size, plat, tuple(str(u) for u in urls))
+    urls = obj.get("urls")
+    return Descriptor(str(mt), str(digest), size, plat,
+                      tuple(str(u) for u in urls) if isinstance(urls, list) else ())
 
 
 def media_type_of(data: bytes, content_type: str | None) -> str:
@@ -148,9 +150,13 @@ def parse_index(data: bytes) -> list[Descriptor]:
     return [parse_descriptor(m, f"index entry {i}") for i, m in enumerate(ms)]
 
 
-def select_platform(entries: list[Descriptor], want: Platform) -> Descriptor:
-    """First entry matching ``want``; attestation (unknown/unknown) and unknown types skipped."""
-    seen = []
+def select_platform(entries: list[Descriptor], want: Platform,
+                    linux_images: bool = False) -> Descriptor:
+    """The index entry to run for ``want``: the first one matching it; on FreeBSD, when none
+    does and ``linux_images`` allows it, the first Linux one its Linux ABI runs
+    (``Platform.linux_fallback``). Attestations (unknown/unknown) and unknown types skipped."""
+    seen: list[str] = []
+    usable: list[tuple[Descriptor, tuple[str, str, str | None]]] = []
     for d in entries:
         if d.media_type and d.media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
             continue
@@ -159,9 +165,20 @@ def select_platform(entries: list[Descriptor], want: Platform) -> Descriptor:
         os_, arch, variant = d.platform
         if os_ == "unknown" and arch == "unknown":
             continue
-        seen.append(f"{os_}/{arch}" + (f"/{variant}" if variant else ""))
-        if want.matches(os_, arch, variant):
+        seen.append(printable(f"{os_}/{arch}" + (f"/{variant}" if variant else "")))
+        usable.append((d, d.platform))
+    for d, plat in usable:
+        if want.matches(*plat):
             return d
+    linux = want.linux_fallback()
+    fallback = next((d for d, plat in usable if linux is not None and linux.matches(*plat)),
+                    None)
+    if fallback is not None and linux_images:
+        return fallback
+    if fallback is not None:
+        raise ImageNotFound(f"image has no manifest for platform {want}, only for "
+                            f"{', '.join(seen)}; allow Linux images (linux_images = true) to "
+                            f"run its {linux} variant through FreeBSD's Linux ABI")
     raise ImageNotFound(f"image has no manifest for platform {want}; available: "
                         f"{', '.join(seen) or 'none'} (set `platform` to one of them)")
 

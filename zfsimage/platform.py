@@ -11,6 +11,10 @@ _ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386
                  "i686": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le",
                  "riscv64": "riscv64", "s390x": "s390x"}
 
+# FreeBSD's linux64 ABI module exists on these architectures (the 32-bit linux module is not
+# offered: images for it are rare and it needs a module of its own).
+LINUX_ABI_ARCHES = ("amd64", "arm64")
+
 
 class PlatformError(ImageError):
     pass
@@ -50,6 +54,13 @@ class Platform:
         if self.variant is None or variant is None:
             return True
         return variant.lower() == self.variant
+
+    def linux_fallback(self) -> Platform | None:
+        """The Linux platform FreeBSD's Linux ABI runs on this FreeBSD platform (linux64 on
+        amd64 and arm64), or None where there is none."""
+        if self.os == "freebsd" and self.architecture in LINUX_ABI_ARCHES:
+            return Platform("linux", self.architecture, self.variant)
+        return None
 
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")

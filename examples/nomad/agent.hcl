@@ -31,14 +31,21 @@ plugin "xc" {
       image_delay = "3m"
     }
 
-    # rctl-style limits Nomad's job spec has no field for: defaults and operator caps.
+    # Limits Nomad's job spec has no field for: defaults and operator caps. disk is each
+    # task root's ZFS quota (refquota); a task asks with storage_opt = { size = "2G" }.
     default_limits {
       maxproc   = 512
       openfiles = 4096
+      disk      = "1G"
     }
     max_limits {
       maxproc   = 4096
       openfiles = 65536
+      disk      = "10G"
     }
+
+    # FreeBSD: run an image that has only a linux/amd64 (arm64) variant through the Linux ABI
+    # (needs linux_enable="YES"; see docs/freebsd.md). No effect on Linux.
+    linux_images = false
   }
 }

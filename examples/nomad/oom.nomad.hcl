@@ -1,6 +1,6 @@
-# A job whose task outgrows its memory limit: on Linux the memory cgroup kills it and Nomad reports
-# "OOM Killed" in the task's events. (On FreeBSD rctl's memoryuse:deny holds the jail at its limit
-# by paging instead: no kill and no OOM report yet; see jails/README.md.)
+# A job whose task outgrows its memory limit: the memory cgroup (Linux) or rctl's memoryuse:sigkill
+# (FreeBSD, within about a second; docs/freebsd.md) kills it, and Nomad reports "OOM Killed" in the
+# task's events.
 #   nomad job run examples/nomad/oom.nomad.hcl
 #   nomad job status hog               # lists the alloc id
 #   nomad alloc status <alloc id>      # the Terminated event says "OOM Killed: true"
@@ -23,9 +23,10 @@ job "hog" {
         # One 64 MB buffer (dd's block) filled at once, twice the limit: the kernel cannot find
         # that much to reclaim and kills the task right away. (Growing memory a little at a time
         # can instead make a cgroup page its own program in and out for minutes before the kill.)
+        # Many blocks: FreeBSD samples RSS once a second, so the buffer must stay that long.
         args = ["-c", <<-SCRIPT
           echo "hog: asking for 64 MB under a 32 MB limit"
-          exec dd if=/dev/zero of=/dev/null bs=64M count=1
+          exec dd if=/dev/zero of=/dev/null bs=64M count=1000
         SCRIPT
         ]
       }

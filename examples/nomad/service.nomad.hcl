@@ -28,7 +28,8 @@ job "ticker" {
           done
         SCRIPT
         ]
-        hostname = "ticker"
+        hostname    = "ticker"
+        storage_opt = { size = "64M" }   # the task's root file system quota
       }
 
       resources {

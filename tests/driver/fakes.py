@@ -141,7 +141,9 @@ class FakeImages(Faults):
         super().__init__()
         self.mount_root = mount_root
         self.clones: set[str] = set()
+        self.quotas: dict[str, int | None] = {}  # task key -> the refquota it was cloned with
         self.pulls: list[str] = []
+        self.config = ImageConfig(cmd=("/bin/sleep", "60"))  # what every image is
 
     def ensure_image(self, reference: str, auth: zfsimage.RegistryAuth | None = None,
                      platform: Any = None,
@@ -151,11 +153,12 @@ class FakeImages(Faults):
         self.pulls.append(reference)
         return zfsimage.Image(reference=reference, manifest_digest="sha256:" + "ab" * 32,
                               chain_id="sha256:" + "cd" * 32,
-                              config=ImageConfig(cmd=("/bin/sleep", "60")),
-                              platform="linux/amd64")
+                              config=self.config, platform=str(platform or "linux/amd64"))
 
-    def clone_rootfs(self, image: zfsimage.Image, task_key: str) -> Path:
+    def clone_rootfs(self, image: zfsimage.Image, task_key: str,
+                     refquota: int | None = None) -> Path:
         self.check("clone_rootfs")
+        self.quotas[task_key] = refquota
         path = self.mount_root / "tasks" / task_key
         path.mkdir(parents=True, exist_ok=True)
         self.clones.add(task_key)

@@ -18,6 +18,7 @@ from driver.config import (
     MountSpec,
     PluginConfig,
     RegistryAuth,
+    StorageOpt,
     VolumesConfig,
     check_task_allowed,
     decode_plugin_config,
@@ -36,9 +37,10 @@ REALISTIC_PLUGIN = {
     "allowed_jail_params": ["allow.raw_sockets", "sysvipc"],
     "volumes": {"enabled": True, "allowed_host_paths": ["/srv"]},
     "gc": {"image": False, "image_delay": "10m"},
-    "default_limits": {"maxproc": 256, "openfiles": 1024},
-    "max_limits": {"maxproc": 4096, "openfiles": 65536},
+    "default_limits": {"maxproc": 256, "openfiles": 1024, "disk": "2G"},
+    "max_limits": {"maxproc": 4096, "openfiles": 65536, "disk": "20g"},
     "pull_activity_timeout": "90s",
+    "linux_images": True,
 }
 
 REALISTIC_TASK = {
@@ -61,6 +63,7 @@ REALISTIC_TASK = {
     "openfiles": 2048,
     "readonly_rootfs": True,
     "labels": {"team": "web"},
+    "storage_opt": {"size": "1G"},
 }
 
 
@@ -93,9 +96,10 @@ def test_realistic_plugin_config_decodes_to_typed_values() -> None:
         allowed_jail_params=frozenset({"allow.raw_sockets", "sysvipc"}),
         volumes=VolumesConfig(enabled=True, allowed_host_paths=("/srv",)),
         gc=GcConfig(image=False, image_delay=timedelta(minutes=10)),
-        default_limits=Limits(256, 1024),
-        max_limits=Limits(4096, 65536),
+        default_limits=Limits(256, 1024, 2 << 30),
+        max_limits=Limits(4096, 65536, 20 << 30),
         pull_activity_timeout=timedelta(seconds=90),
+        linux_images=True,
     )
 
 
@@ -130,6 +134,11 @@ def test_state_dir_default_depends_on_the_os() -> None:
         ({"default_limits": {"maxproc": -1}}, "config.default_limits.maxproc", "below 0"),
         ({"default_limits": {"maxproc": 9999}}, "config.default_limits.maxproc",
          "above max_limits.maxproc"),
+        ({"default_limits": {"disk": "30G"}}, "config.default_limits.disk",
+         'above max_limits.disk = "20G"'),
+        ({"max_limits": {"disk": "lots"}}, "config.max_limits.disk", '"lots" is not a size'),
+        ({"default_limits": {"disk": "-1G"}}, "config.default_limits.disk",
+         'set disk to a size such as "10G"'),
         ({"volumes": {"allowed_host_paths": ["srv"]}}, "config.volumes.allowed_host_paths[0]",
          "absolute"),
         ({"auth": {"config": "docker.json"}}, "config.auth.config", "absolute"),
@@ -204,6 +213,7 @@ def test_realistic_task_config_decodes_to_typed_values() -> None:
     assert (t.maxproc, t.openfiles) == (100, 2048)
     assert t.readonly_rootfs is True
     assert dict(t.labels) == {"team": "web"}
+    assert t.storage_opt == StorageOpt(1 << 30)
 
 
 def test_minimal_task_config_gets_defaults() -> None:
@@ -212,6 +222,7 @@ def test_minimal_task_config_gets_defaults() -> None:
     assert (t.command, t.args, t.mounts, dict(t.jail_params), t.auth) == (None, (), (), {}, None)
     assert t.image_pull_timeout == timedelta(minutes=5)
     assert t.force_pull is False
+    assert t.storage_opt == StorageOpt(0)
 
 
 def test_password_never_shows_in_repr() -> None:
@@ -253,6 +264,10 @@ def test_no_config_block_is_an_error() -> None:
         ({"image_pull_timeout": "5 minutes"}, "config.image_pull_timeout", "not a duration"),
         ({"maxproc": -5}, "config.maxproc", "below 0"),
         ({"platform": "Linux/AMD64"}, "config.platform", "os/arch"),
+        ({"storage_opt": {"size": "1 gigabyte"}}, "config.storage_opt.size",
+         '"1 gigabyte" is not a size; write storage_opt = { size = "1G" }'),
+        ({"storage_opt": {"size": "1G", "dm.basesize": "2G"}}, "config.storage_opt.dm.basesize",
+         "not a storage option here (only size is)"),
     ],
 )
 def test_bad_task_values_name_the_field_and_the_fix(
@@ -304,6 +319,10 @@ def test_allowed_task_passes_the_operator_checks() -> None:
          "config.volumes[1]", "outside the allowed host paths"),
         ({"max_limits": {"maxproc": 50, "openfiles": 0},
           "default_limits": {"maxproc": 10, "openfiles": 0}}, {}, "config.maxproc", "maximum 50"),
+        ({"max_limits": {"disk": "512M"}, "default_limits": {}}, {},
+         "config.storage_opt.size", "1G is above this client's maximum disk 512M"),
+        ({"max_limits": {"disk": "1073741823"}, "default_limits": {}}, {},
+         "config.storage_opt.size", 'set storage_opt = { size = "1073741823" } or less'),
     ],
 )
 def test_operator_limits_name_the_task_field(
@@ -331,3 +350,26 @@ def test_go_durations(text: str, seconds: float) -> None:
 @pytest.mark.parametrize("text", ["", "5", "5 m", "m", "1d", "-1s", "1h 30m"])
 def test_not_go_durations(text: str) -> None:
     assert parse_duration(text) is None
+
+
+# docker's size syntax (storage_opt size, default_limits/max_limits disk)
+@pytest.mark.parametrize(("text", "size"), [
+    ("1G", 1 << 30), ("1g", 1 << 30), ("1gb", 1 << 30), ("1GiB", 1 << 30), ("512m", 512 << 20),
+    ("1.5G", 3 << 29), ("100", 100), ("100b", 100), ("64k", 64 << 10), ("2t", 2 << 40),
+    ("0", 0), ("", 0),
+])
+def test_sizes(text: str, size: int) -> None:
+    assert task(storage_opt={"size": text}).storage_opt.size == size
+
+
+@pytest.mark.parametrize("text", ["G", "-1G", "1x", "1.G", "1e3", "1 GB of disk", "1p"])
+def test_not_sizes(text: str) -> None:
+    assert error_of(task, storage_opt={"size": text}).field == "config.storage_opt.size"
+
+
+def test_storage_opt_as_a_block_and_disk_in_bytes() -> None:
+    value = hcldec(TASK_SCHEMA, {"image": "alpine"})
+    assert value is not None
+    value["storage_opt"] = {"size": "10m"}
+    assert decode_task_config(encode(value)).storage_opt == StorageOpt(10 << 20)
+    assert plugin(max_limits={"disk": "1073741824"}, default_limits={}).max_limits.disk == 1 << 30

@@ -314,6 +314,7 @@ class RuntimeConformance:
 
     # ---- stats and limits ------------------------------------------------------------------
 
+    @pytest.mark.racct
     def test_stats_move(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sh", "-c", "while :; do :; done"])
         rt.start(spec)
@@ -327,9 +328,12 @@ class RuntimeConformance:
         assert "cpu_total_ns" in second.measured
         rt.destroy(spec.name)
 
+    @pytest.mark.racct
     def test_memory_limit_oom_kill_reported(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        # 128 MiB touched at once, then held: the memory cgroup kills during the fill; FreeBSD's
+        # racct samples RSS about once a second, so the task must stay over the limit until then.
         spec = make_spec(
-            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+            ["/bin/awk", 'BEGIN { s = sprintf("%134217728s", ""); while (1) {} }'],
             limits=Limits(memory_bytes=16 * MiB),
         )
         rt.start(spec)
@@ -337,15 +341,18 @@ class RuntimeConformance:
         assert st.oom_killed
         assert st.signal == signal.SIGKILL
 
+    @pytest.mark.racct
     def test_under_memory_limit_no_oom(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        # 16 MiB held for longer than FreeBSD's once-a-second RSS sampling, under the hard limit.
         spec = make_spec(
-            ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=4"],
+            ["/bin/awk", 'BEGIN { s = sprintf("%16777216s", ""); system("sleep 2") }'],
             limits=Limits(memory_bytes=32 * MiB, memory_max_bytes=64 * MiB),
         )
         rt.start(spec)
         st = rt.wait(spec.name, 30)
         assert (st.exit_code, st.oom_killed) == (0, False)
 
+    @pytest.mark.racct
     def test_pids_and_open_files_limits(self, rt: Runtime, make_spec: SpecFactory) -> None:
         # The limit counts threads too, and runc's own (Go) exec helper needs a few of them.
         spec = make_spec(["/bin/sleep", "60"], limits=Limits(max_processes=16, open_files=64))
@@ -362,6 +369,7 @@ class RuntimeConformance:
         assert rt.stats(spec.name).pids <= 16
         rt.destroy(spec.name)
 
+    @pytest.mark.racct
     def test_cpu_limit_enforced(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/bin/sh", "-c", "while :; do :; done"], limits=Limits(cpu_percent=20))
         rt.start(spec)
@@ -482,6 +490,17 @@ class RuntimeConformance:
         rt.start(spec)
         assert rt.wait(spec.name, 20).exit_code == 0
         assert spec.stdout_path.read_text() == "shm-rw\n"  # as docker run --read-only keeps it
+
+    def test_linux_abi_file_systems(self, rt: Runtime, make_spec: SpecFactory) -> None:
+        """A Linux image finds what Linux programs expect: a proc with /proc/self, a sysfs, the
+        descriptors under /dev/fd, a world-writable sticky /dev/shm, also with a read-only root
+        (FreeBSD: the Linux ABI's file systems; Linux: the container's own)."""
+        script = ("test -r /proc/self/status && ls /sys | grep -q . && test -e /dev/fd/0 && "
+                  "echo x > /dev/shm/f && stat -c %a /dev/shm")
+        spec = make_spec(["/bin/sh", "-c", script], abi="linux", readonly_root=True)
+        rt.start(spec)
+        assert rt.wait(spec.name, 20).exit_code == 0, spec.stderr_path.read_text()
+        assert spec.stdout_path.read_text() == "1777\n"
 
     # ---- lifecycle, state and recovery -----------------------------------------------------
 

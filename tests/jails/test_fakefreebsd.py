@@ -33,7 +33,8 @@ def root(busybox_rootfs: Path, tmp_path: Path) -> Path:
 
 
 def _create(host: FakeFreeBSDHost, name: str, path: Path, *extra: str) -> None:
-    host.run(["/usr/sbin/jail", "-c", f"name={name}", f"path={path}", "persist", *extra])
+    host.run(["/usr/sbin/jail", "-c", f"name={name}", f"path={path}", "host.hostname=xcjail",
+              "persist", *extra])
 
 
 def test_mount_devfs_needs_dev_in_the_image(host: FakeFreeBSDHost, root: Path) -> None:
@@ -118,12 +119,13 @@ def test_attach_enters_the_jail_with_numeric_ids_and_the_given_env(
     jid = str(host.jid("xctest-attach"))
     out = subprocess.run(
         [str(host.supervisor), "--attach", jid, "4321", "65534", "2000,2001", "/tmp",
-         "/bin/sh", "-c", 'echo "$(id -u):$(id -g):$(id -G)|$(pwd)|"$(ls /); env | sort'],
+         "/bin/sh", "-c",
+         'echo "$(id -u):$(id -g):$(id -G)|$(pwd)|$(hostname)|"$(ls /); env | sort'],
         env={"PATH": "/bin", "ONLY": "this"}, capture_output=True, text=True, check=False,
     )
     assert out.returncode == 0, out.stderr
     ids, listing = out.stdout.splitlines()[0], out.stdout.splitlines()[1:]
-    assert ids.split("|") == ["4321:65534:65534 2000 2001", "/tmp",
+    assert ids.split("|") == ["4321:65534:65534 2000 2001", "/tmp", "xcjail",
                               " ".join(sorted(os.listdir(root)))]  # the image's root, not ours
     # exactly the environment given, plus what the shell itself sets (PWD, SHLVL)
     assert [v for v in listing if not v.startswith(("PWD=", "SHLVL=", "OLDPWD="))] == [

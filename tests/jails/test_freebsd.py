@@ -105,12 +105,21 @@ class Recorder:
 class FakeLauncher:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], dict[str, str], Path, Path]] = []
+        self.oom: list[str | None] = []
         self.fail: Exception | None = None
 
     def __call__(
-        self, task: TaskDir, out: Path, err: Path, mode: list[str], env: dict[str, str]
+        self,
+        task: TaskDir,
+        out: Path,
+        err: Path,
+        mode: list[str],
+        env: dict[str, str],
+        *,
+        oom: str | None = None,
     ) -> TaskPids:
         self.calls.append((mode, env, out, err))
+        self.oom.append(oom)
         if self.fail is not None:
             raise self.fail
         (task.path / "task.json").write_text(
@@ -224,17 +233,21 @@ def test_jail_params_allow_list_overrides(rootfs: Path, tmp_path: Path) -> None:
     ("limits", "rules"),
     [
         (Limits(), []),
-        (Limits(memory_bytes=256 * MiB), ["jail:j:memoryuse:deny=268435456"]),
         (
+            Limits(memory_bytes=256 * MiB),
+            ["jail:j:memoryuse:sigkill=268435456", "jail:j:memoryuse:devctl=268435456"],
+        ),
+        (  # memory is then only Nomad's reservation: racct has no pressure-only soft limit
             Limits(memory_bytes=256 * MiB, memory_max_bytes=512 * MiB),
-            ["jail:j:memoryuse:deny=536870912"],
+            ["jail:j:memoryuse:sigkill=536870912", "jail:j:memoryuse:devctl=536870912"],
         ),
         (Limits(cpu_percent=150), ["jail:j:pcpu:deny=150"]),
         (Limits(cpu_shares=512), []),  # no FreeBSD equivalent of a relative weight
         (
             Limits(memory_bytes=64 * MiB, cpu_percent=50, max_processes=64, open_files=1024),
             [
-                "jail:j:memoryuse:deny=67108864",
+                "jail:j:memoryuse:sigkill=67108864",
+                "jail:j:memoryuse:devctl=67108864",
                 "jail:j:pcpu:deny=50",
                 "jail:j:maxproc:deny=64",
                 "jail:j:openfiles:deny=1024",
@@ -281,7 +294,8 @@ def test_start_runs_exact_commands(
     )
     rt.start(spec)
     assert recorder.calls == [
-        ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:memoryuse:deny=134217728"],
+        ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:memoryuse:sigkill=134217728"],
+        ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:memoryuse:devctl=134217728"],
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:pcpu:deny=150"],
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:maxproc:deny=64"],
         ["/usr/bin/rctl", "-a", "jail:xc-3f2a9c1e-web:openfiles:deny=1024"],
@@ -303,6 +317,8 @@ def test_start_runs_exact_commands(
         "HOME": "/nonexistent",
     }
     assert (out, err) == (spec.stdout_path, spec.stderr_path)
+    # The supervisor learns of OOM kills from devd's notifications of the memory rule.
+    assert launcher.oom == ["rctl:xc-3f2a9c1e-web:/var/run/devd.seqpacket.pipe"]
     assert rt.exists(spec.name)
     with pytest.raises(JailExists):
         rt.start(spec)

@@ -146,7 +146,7 @@ def test_set_config_twice_without_nomad_config_then_with_it(plugin: Rig, tmp_pat
         plugin.check("set_config", hcl=hcl, nomad_config=False)
     value = plugin.check("set_config", hcl=hcl)["value"]
     # hcldec filled what the operator left out, and kept what they wrote.
-    assert value["default_limits"] == {"maxproc": 256, "openfiles": 1024}
+    assert value["default_limits"] == {"maxproc": 256, "openfiles": 1024, "disk": ""}
     assert value["gc"] == {"image": True, "image_delay": "10m"}
     assert value["auth"] == {"config": "", "helper": "ecr-login"}
 
