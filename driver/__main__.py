@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from driver import goplugin
 
 COOKIE_KEY = "NOMAD_PLUGIN_MAGIC_COOKIE"
 COOKIE_VALUE = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255"
@@ -33,12 +37,20 @@ Without arguments the program is the plugin itself and must be started by Nomad.
 """
 
 
+def _services() -> goplugin.SyncRegister:
+    # The driver's services, with the image store, runtimes and config schema behind them:
+    # imported at the first RPC, after the handshake line.
+    from driver import servicer
+
+    return servicer.register
+
+
 def _serve() -> int:
-    from driver import goplugin, hclog, servicer
+    from driver import goplugin, hclog
 
     hclog.setup("xc")
     hs = goplugin.Handshake(COOKIE_KEY, COOKIE_VALUE, APP_PROTOCOL_VERSION)
-    return goplugin.serve(hs, servicer.register, not_a_plugin_message=NOT_A_PLUGIN)
+    return goplugin.serve(hs, goplugin.lazily(_services), not_a_plugin_message=NOT_A_PLUGIN)
 
 
 def _install(args: list[str]) -> int:

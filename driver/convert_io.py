@@ -5,9 +5,10 @@ Each ``*_to_proto`` has a ``*_from_proto`` inverse; tests round-trip them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from driver import stats as st
 from driver.convert import NomadInfo
@@ -79,30 +80,40 @@ def stats_request_to_proto(task_id: str, interval_s: float) -> driver_pb2.TaskSt
 
 
 def stats_to_proto(s: st.TaskStatsSample) -> driver_pb2.TaskStatsResponse:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(s.timestamp_ns)
+    # Filled in place, field by field: every stream sends one per interval, and this is several
+    # times cheaper than building the five nested messages from keyword arguments.
     c, m = s.cpu, s.memory
-    cpu = driver_pb2.CPUUsage(
-        system_mode=c.system_percent,
-        user_mode=c.user_percent,
-        total_ticks=c.total_ticks,
-        throttled_periods=c.throttled_periods,
-        throttled_time=c.throttled_time,
-        percent=c.percent,
-        measured_fields=[_CPU_ENUM[f] for f in c.measured],
-    )
-    mem = driver_pb2.MemoryUsage(
-        rss=m.rss,
-        cache=m.cache,
-        swap=m.swap,
-        usage=m.usage,
-        max_usage=m.max_usage,
-        kernel_usage=m.kernel_usage,
-        kernel_max_usage=m.kernel_max_usage,
-        measured_fields=[_MEM_ENUM[f] for f in m.measured],
-    )
-    return driver_pb2.TaskStatsResponse(stats=driver_pb2.TaskStats(
-        timestamp=ts, agg_resource_usage=driver_pb2.TaskResourceUsage(cpu=cpu, memory=mem)))
+    resp = driver_pb2.TaskStatsResponse()
+    stats = resp.stats
+    stats.timestamp.seconds, stats.timestamp.nanos = divmod(s.timestamp_ns, 1_000_000_000)
+    cpu = stats.agg_resource_usage.cpu
+    cpu.system_mode = c.system_percent
+    cpu.user_mode = c.user_percent
+    cpu.total_ticks = c.total_ticks
+    cpu.throttled_periods = c.throttled_periods
+    cpu.throttled_time = c.throttled_time
+    cpu.percent = c.percent
+    cpu.measured_fields.extend(_cpu_enums(c.measured))
+    mem = stats.agg_resource_usage.memory
+    mem.rss = m.rss
+    mem.cache = m.cache
+    mem.swap = m.swap
+    mem.usage = m.usage
+    mem.max_usage = m.max_usage
+    mem.kernel_usage = m.kernel_usage
+    mem.kernel_max_usage = m.kernel_max_usage
+    mem.measured_fields.extend(_mem_enums(m.measured))
+    return resp
+
+
+@functools.cache
+def _cpu_enums(names: tuple[str, ...]) -> tuple[driver_pb2.CPUUsage._Fields.ValueType, ...]:
+    return tuple(_CPU_ENUM[n] for n in names)
+
+
+@functools.cache
+def _mem_enums(names: tuple[str, ...]) -> tuple[driver_pb2.MemoryUsage._Fields.ValueType, ...]:
+    return tuple(_MEM_ENUM[n] for n in names)
 
 
 def stats_from_proto(resp: driver_pb2.TaskStatsResponse) -> st.TaskStatsSample:

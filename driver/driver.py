@@ -29,7 +29,7 @@ from driver.events import EventBus, TaskEvent
 from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
 from driver.network import write_files as write_network_files
 from driver.ports import Images
-from driver.pull import pull_image
+from driver.pull import image_failure, pull_image
 from driver.state import DriverState, StateError
 from driver.taskspec import (
     ImageDefaults,
@@ -412,7 +412,7 @@ def _start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseE
         return ConfigError("config.storage_opt.size", str(exc),
                            "raise storage_opt size (or the plugin's default_limits disk)")
     if isinstance(exc, ImageError):
-        return StartFailed(f"image {cfg.image}: {exc}", exc.transient)
+        return image_failure(cfg.image, exc)
     if isinstance(exc, JailError):
         return StartFailed(f"task {nomad.name!r} could not start: {exc}", recoverable=False)
     return exc

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -158,6 +158,50 @@ class _Health(grpc_health_pb2_grpc.HealthServicer):
 
 
 Register = Callable[[grpc.aio.Server, asyncio.Event], Awaitable[None] | None]
+# What ``lazily`` loads: adds the plugin's services to a server (or a stand-in for one).
+SyncRegister = Callable[[Any, asyncio.Event], None]
+
+
+class _Collector:
+    """Stands in for the server while a lazily loaded register() adds its services."""
+
+    def __init__(self) -> None:
+        self.handlers: list[grpc.GenericRpcHandler] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.handlers.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
+        pass  # the generated code adds a generic handler for the same methods too
+
+
+class _LazyServices(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no stubs
+    def __init__(self, load: Callable[[], SyncRegister], stop: asyncio.Event) -> None:
+        self._load = load
+        self._stop = stop
+        self._handlers: list[grpc.GenericRpcHandler] | None = None
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+        if self._handlers is None:
+            collector = _Collector()
+            self._load()(collector, self._stop)
+            self._handlers = collector.handlers
+        for handler in self._handlers:
+            found = handler.service(handler_call_details)
+            if found is not None:
+                return found
+        return None
+
+
+def lazily(load: Callable[[], SyncRegister]) -> Register:
+    """A register that imports the plugin's services at their first call instead of before the
+    handshake: the host waits for the handshake line of every plugin it launches, and only
+    then calls anything. ``load`` returns the real (synchronous) register."""
+
+    def register(server: grpc.aio.Server, stop: asyncio.Event) -> None:
+        server.add_generic_rpc_handlers((_LazyServices(load, stop),))
+
+    return register
 
 
 async def run(

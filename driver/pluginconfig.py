@@ -17,7 +17,9 @@ from driver import cty, options
 from driver import hclschema as hs
 from driver import values as val
 from driver.hclschema import ConfigError
+from driver.imagelimits import ImageLimitsBlock, to_layer_limits
 from driver.options import block, option
+from zfsimage.limits import LayerLimits
 
 _HOSTPORT_RE = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
@@ -138,6 +140,8 @@ class PluginConfig:
         parse=val.duration)
     linux_images: bool = option("bool", "set linux_images = true to run Linux images through "
                                 "FreeBSD's Linux ABI, or false", default=False)
+    # every bound on an image (zfsimage.LayerLimits), each raisable: image_limits { max_... }
+    image_limits: LayerLimits = block(ImageLimitsBlock, parse=to_layer_limits)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":

@@ -7,14 +7,19 @@ that thread and published on the event loop, at most one progress event per PROG
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import zfsimage
 from driver.config import TaskConfig
 from driver.errors import StartFailed
+from driver.imagelimits import raise_hint
 from driver.ports import Images
-from zfsimage.errors import AuthError, ImageError
+from zfsimage.errors import AuthError, ImageError, LimitExceeded
+from zfsimage.names import printable
+
+log = logging.getLogger("driver")
 
 PROGRESS_EVERY_S = 2.0  # at most one pull-progress event per task this often
 
@@ -83,4 +88,21 @@ async def pull_image(images: Callable[[], Images], cfg: TaskConfig, default_plat
                           f"({timeout:g}s); raise image_pull_timeout in the task config",
                           recoverable=True) from None
     except ImageError as exc:
-        raise StartFailed(f"image {cfg.image}: {exc}", recoverable=exc.transient) from exc
+        raise image_failure(cfg.image, exc) from exc
+    except Exception as exc:
+        # A bug, not bad input: the traceback goes to the plugin log, the task gets one line.
+        # Recoverable, so the restart policy decides (a full disk or EMFILE may pass).
+        log.error("image pull failed unexpectedly", exc_info=exc, extra={"image": cfg.image})
+        raise StartFailed(f"image {cfg.image}: the pull failed on an unexpected "
+                          f"{type(exc).__name__} ({printable(str(exc), 200)}); the plugin log "
+                          "has the details", recoverable=True) from exc
+
+
+def image_failure(image: str, exc: ImageError) -> StartFailed:
+    """StartTask's error for an image that could not be had: one line, and when a limit was
+    hit, the plugin option that raises it."""
+    message = f"image {image}: {exc}"
+    hint = raise_hint(exc.limit) if isinstance(exc, LimitExceeded) else None
+    if hint:
+        message += f"; {hint} if the image is trusted"
+    return StartFailed(message, recoverable=exc.transient)

@@ -211,47 +211,51 @@ def memory_stats(u: Usage) -> MemoryStats:
 
 
 class Sampler:
-    """Takes the samples asked for in one event-loop turn together, in one worker thread.
+    """Takes the samples asked for at one moment together, in one worker thread: those asked for
+    "now" in one event-loop turn, and those asked for at one grid point (``sample_at``).
 
     Several streams of one task asking at once share one reading.
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._pending: dict[str, list[asyncio.Future[Usage]]] = {}
+        self._pending: dict[str, list[asyncio.Future[Usage | None]]] = {}
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
-        self._sleepers: dict[float, list[asyncio.Future[None]]] = {}
+        self._ticks: dict[float, dict[str, list[asyncio.Future[Usage | None]]]] = {}
 
     @property
     def derive_cpu_percent(self) -> bool:
         return self.runtime.derive_cpu_percent
 
     async def sample(self, name: str) -> Usage:
+        usage = await self.sample_now(name)
+        assert usage is not None  # only a caller's own set_result(None) leaves None
+        return usage
+
+    def sample_now(self, name: str) -> asyncio.Future[Usage | None]:
+        """A future resolved with a sample of ``name`` read at the end of this loop turn."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Usage] = loop.create_future()
+        fut: asyncio.Future[Usage | None] = loop.create_future()
         self._pending.setdefault(name, []).append(fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
-
-    def wake_at(self, when: float) -> asyncio.Future[None]:
-        """A future resolved at loop time ``when``; the streams sleeping until one grid point
-        share one timer."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        sleepers = self._sleepers.get(when)
-        if sleepers is None:
-            sleepers = self._sleepers[when] = []
-            loop.call_at(when, self._wake, when)
-        sleepers.append(fut)
         return fut
 
-    def _wake(self, when: float) -> None:
-        for fut in self._sleepers.pop(when, ()):
-            if not fut.done():
-                fut.set_result(None)
+    def sample_at(self, name: str, when: float) -> asyncio.Future[Usage | None]:
+        """A future resolved with a sample of ``name`` read at loop time ``when``: the streams
+        ticking at one grid point share one timer and one thread hop, and each is woken once,
+        with its sample. The caller may settle it early itself (the task exited: None) or
+        cancel it; either way it is left out of the reading."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Usage | None] = loop.create_future()
+        batch = self._ticks.get(when)
+        if batch is None:
+            batch = self._ticks[when] = {}
+            loop.call_at(when, self._tick, when)
+        batch.setdefault(name, []).append(fut)
+        return fut
 
     async def started_at_ns(self, name: str) -> int | None:
         try:
@@ -263,16 +267,25 @@ class Sampler:
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         self._flush_scheduled = False
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._read(batch)
+
+    def _tick(self, when: float) -> None:
+        self._read(self._ticks.pop(when, {}))
+
+    def _read(self, batch: dict[str, list[asyncio.Future[Usage | None]]]) -> None:
+        live = {name: futs for name, futs in batch.items() if not all(f.done() for f in futs)}
+        if not live:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(live))
         self._inflight.add(task)  # keep a reference: the loop holds tasks only weakly
         task.add_done_callback(self._inflight.discard)
 
-    async def _run(self, batch: dict[str, list[asyncio.Future[Usage]]]) -> None:
+    async def _run(self, batch: dict[str, list[asyncio.Future[Usage | None]]]) -> None:
         results = await asyncio.to_thread(self._read_all, list(batch))
         for name, futs in batch.items():
             res = results[name]
             for fut in futs:
-                if fut.done():  # its stream was cancelled meanwhile
+                if fut.done():  # its stream ended or was cancelled meanwhile
                     continue
                 if isinstance(res, BaseException):
                     fut.set_exception(res)
@@ -314,34 +327,43 @@ async def stream(
     since_ns: int | None = None,
 ) -> AsyncIterator[TaskStatsSample]:
     """One sample now, then one per interval, until the task exits or disappears (the consumer
-    cancelling ends it too). ``exited()`` resolves when the task has exited."""
+    cancelling ends it too). ``exited()`` resolves when the task has exited.
+
+    Between samples the stream waits on one future, resolved with its next sample at the next
+    grid point or with None when the task exits: one wakeup per stream per tick."""
     interval = interval_or_default(interval_s)
     loop = asyncio.get_running_loop()
     done = asyncio.ensure_future(exited())
-    sleeping: asyncio.Future[None] | None = None
+    pending: asyncio.Future[Usage | None] | None = None
 
     def wake_on_exit(_: object) -> None:
-        if sleeping is not None and not sleeping.done():
-            sleeping.set_result(None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     done.add_done_callback(wake_on_exit)
     try:
         since = since_ns if since_ns is not None else await sampler.started_at_ns(name)
         tracker = CpuTracker(topo, derive=sampler.derive_cpu_percent, since_ns=since)
         await asyncio.sleep(0)  # let an already exited task's exited() resolve first
-        while not done.done():
+        if done.done():
+            return
+        pending = sampler.sample_now(name)
+        while True:
             try:
-                usage = await sampler.sample(name)
+                usage = await pending
             except JailNotFound:
+                return
+            if usage is None:
                 return
             last = loop.time()
             yield TaskStatsSample(usage.timestamp_ns, tracker.update(usage), memory_stats(usage))
-            when = next_tick(loop.time(), last, interval)
-            if when > loop.time() and not done.done():
-                sleeping = sampler.wake_at(when)
-                await sleeping
+            if done.done():
+                return
+            pending = sampler.sample_at(name, next_tick(loop.time(), last, interval))
     finally:
         done.cancel()
+        if pending is not None:
+            pending.cancel()
 
 
 # ---- what the TaskStats RPC calls ----

@@ -61,6 +61,7 @@ def open_image_store(config: PluginConfig) -> zfsimage.ImageStore:
             # a read that sees no byte for this long is a stalled pull
             timeout_s=config.pull_activity_timeout.total_seconds()),
         gc_delay_s=config.gc.image_delay.total_seconds(),
+        limits=config.image_limits,
         # Like Nomad's docker driver: a tag present locally is used as it is unless the task
         # sets force_pull (no registry round trip per start).
         revalidate_tags=False,

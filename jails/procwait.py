@@ -22,6 +22,10 @@ def wait_pids_exit(procs: Sequence[tuple[int, int]], timeout_s: float) -> None:
     if sys.platform.startswith("linux") and hasattr(os, "pidfd_open"):
         fds: list[int] = []
         try:
+            # poll, not select: a plugin serving ~100 tasks holds over 1024 descriptors, and
+            # select() refuses any numbered FD_SETSIZE or above (the waiter then gave up on a
+            # running task).
+            poller = select.poll()
             for pid, start in procs:
                 try:
                     fds.append(os.pidfd_open(pid))
@@ -29,7 +33,8 @@ def wait_pids_exit(procs: Sequence[tuple[int, int]], timeout_s: float) -> None:
                     return
                 if not identity_alive(pid, start):  # recycled pid: the real one is gone
                     return
-            select.select(fds, [], [], timeout_s)
+                poller.register(fds[-1], select.POLLIN)
+            poller.poll(max(timeout_s, 0.0) * 1000.0)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -15,8 +15,8 @@ _GIB = 1024**3
 _MIB = 1024**2
 
 
-def _lim(default: Any, help_: str, size: bool = False) -> Any:
-    return field(default=default, metadata={"help": help_, "size": size})
+def _lim(default: Any, help_: str, size: bool = False, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"help": help_, "size": size, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,18 @@ class LayerLimits:
     max_temp_bytes: int = _lim(16 * _GIB, "bytes an image layout archive may unpack to the "
                                "temp directory", size=True)
     max_apply_seconds: float = _lim(3600.0, "seconds one layer's application may take")
-    device_nodes: str = _lim("skip", "'skip' or 'create' device nodes found in layers")
+    device_nodes: str = _lim("skip", "'skip' or 'create' device nodes found in layers",
+                             choices=("skip", "create"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name != "device_nodes" and (not isinstance(v, (int, float))
-                                             or isinstance(v, bool) or v <= 0):
+            v, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices:
+                if v not in choices:
+                    raise ValueError(f"limit {f.name} must be "
+                                     f"{' or '.join(map(repr, choices))}, not {v!r}")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"limit {f.name} must be a positive number, not {v!r}")
-        if self.device_nodes not in ("skip", "create"):
-            raise ValueError(f"limit device_nodes must be 'skip' or 'create', not "
-                             f"{self.device_nodes!r}")
 
 
 _SUFFIX = {"": 1, "k": 1024, "m": _MIB, "g": _GIB, "t": 1024 * _GIB}

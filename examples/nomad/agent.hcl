@@ -47,5 +47,13 @@ plugin "xc" {
     # FreeBSD: run an image that has only a linux/amd64 (arm64) variant through the Linux ABI
     # (needs linux_enable="YES"; see docs/freebsd.md). No effect on Linux.
     linux_images = false
+
+    # Bounds on every pulled image; a task whose image hits one fails with an error naming the
+    # option (image_limits.<field>) to raise for an image you trust. Unset: the defaults shown.
+    image_limits {
+      max_bytes   = "64G"                       # uncompressed bytes of one layer
+      max_entries = 1000000                     # tar entries in one layer
+      max_layers  = 256                         # layers of one image
+    }
   }
 }

@@ -8,8 +8,10 @@ fake cannot show is pinned by exact command tables (test_freebsd.py).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import resource
 import select
 import signal
 import threading
@@ -222,6 +224,22 @@ class RuntimeConformance:
             rt.wait(spec.name, 0.2)
         assert rt.status(spec.name) == "running"
         rt.destroy(spec.name)
+
+    def test_wait_with_descriptors_above_fd_setsize(
+        self, rt: Runtime, make_spec: SpecFactory
+    ) -> None:
+        # A plugin serving ~100 tasks holds over 1024 descriptors (open cgroup files, waiters'
+        # pidfds, streams); a waiter must keep waiting on a running task all the same.
+        spec = make_spec(["/bin/sleep", "30"])
+        rt.start(spec)
+        with _descriptors_in_use_up_to(1100):
+            with pytest.raises(TimeoutError):
+                rt.wait(spec.name, 0.2)
+            assert rt.status(spec.name) == "running"
+            res = run_in(rt, spec.name, ["/bin/sh", "-c", "echo still-here"], 10, tty=True)
+            assert res.exit_code == 0 and b"still-here" in res.stdout
+            st = rt.stop(spec.name, signal.SIGKILL, 10)
+        assert st.signal == signal.SIGKILL
 
     # ---- exec ------------------------------------------------------------------------------
 
@@ -580,6 +598,26 @@ class RuntimeConformance:
         assert not rt.exists(half.name)
         assert young.exists()  # may be a start in progress between mkdir and flock
         young.rmdir()
+
+
+@contextlib.contextmanager
+def _descriptors_in_use_up_to(n: int) -> Iterator[None]:
+    """Hold open descriptors until the next one the process gets is numbered ``n`` or above."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n + 64:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {n + 64}")
+    if soft != resource.RLIM_INFINITY and soft < n + 64:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 64, hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < n:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        os.close(held.pop())  # the next descriptor opened gets this number
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _task_mounts(pid: int) -> list[str]:

@@ -294,7 +294,8 @@ func (s *Stream) Poll(minCount int, timeout time.Duration) (msgs []map[string]an
 	for len(s.messages) < minCount && !s.ended && !timedOut {
 		s.cond.Wait()
 	}
-	return append([]map[string]any(nil), s.messages...), s.ended, s.endErr
+	// A copy that is never nil: JSON callers get [] for a stream with no message yet, not null.
+	return append([]map[string]any{}, s.messages...), s.ended, s.endErr
 }
 
 // StartStream opens a server stream (Fingerprint, TaskEvents, TaskStats) under a name.

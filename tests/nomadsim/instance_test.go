@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -51,5 +52,33 @@ func TestPollReturnsWhenAMessageArrivesOrTheStreamEnds(t *testing.T) {
 	msgs, ended, endErr := s.Poll(2, time.Minute)
 	if len(msgs) != 1 || !ended || endErr != "" {
 		t.Fatalf("second poll: %d messages, ended %v (%q); want 1 message, ended cleanly", len(msgs), ended, endErr)
+	}
+}
+
+// stream_poll on a stream that has delivered nothing answers "messages": [] (Go encodes a nil
+// slice as null, which a caller taking len() of it crashed on), and says whether it ended.
+func TestStreamPollAnswersAnEmptyListForAQuietStream(t *testing.T) {
+	_, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inst := &Instance{streams: map[string]*Stream{}}
+	inst.streams["quiet"] = newStream(cancel)
+	resp, err := streamPoll(inst, request{"stream": json.RawMessage(`"quiet"`),
+		"min_count": json.RawMessage(`0`), "wait_s": json.RawMessage(`0`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Messages *[]map[string]any `json:"messages"`
+		Ended    bool              `json:"ended"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Messages == nil || len(*got.Messages) != 0 || got.Ended {
+		t.Fatalf("stream_poll answered %s; want messages [] on an open stream", raw)
 	}
 }
