@@ -9,6 +9,12 @@
 # one host path tasks may mount. On a real FreeBSD client, point `dataset` at your pool
 # (e.g. "zroot/xc"), drop `allow_insecure_registries` and list your own host paths.
 
+# Published ports (task config `ports`) sit on this interface's address; "lo" keeps the demo's
+# ports on 127.0.0.1 (what `nomad agent -dev` does too).
+client {
+  network_interface = "lo"
+}
+
 plugin "xc" {
   config {
     # Images (one snapshot per layer chain) and task root clones live under this dataset.
