@@ -1,0 +1,167 @@
+"""The plugin config: the agent's ``plugin "xc" { config {} }`` block, declared once.
+
+Every option is a field of ``PluginConfig`` (or of a nested block's dataclass) carrying its HCL
+type, default and fix hint (``driver.options``); ``PLUGIN_SCHEMA`` and the decoder derive from
+them. Names follow Nomad's docker driver where the meaning is the same.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from driver import cty, options
+from driver import hclschema as hs
+from driver import values as val
+from driver.hclschema import ConfigError
+from driver.options import block, option
+
+_HOSTPORT_RE = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
+_DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$")
+_BACKENDS = ("auto", "freebsd", "linux")
+
+
+def default_state_dir(platform: str = sys.platform) -> str:
+    if platform.startswith("freebsd"):
+        return "/var/db/nomad-driver-xc"
+    return "/var/lib/nomad-driver-xc"
+
+
+def _dataset(path: str, name: str, hint: str) -> str:
+    if not _DATASET_RE.match(name) or len(name) > 200:
+        raise ConfigError(path, f"{name!r} is not a ZFS dataset name", hint)
+    return name
+
+
+def _backend(path: str, name: str, hint: str) -> Any:
+    if name not in _BACKENDS:
+        raise ConfigError(path, f"{name!r} is not a backend", hint)
+    return name
+
+
+def _state_dir(path: str, text: str, hint: str) -> str:
+    # decode_plugin_config fills in the default of the platform it is told; this one is the host's
+    return val.absolute(path, text or default_state_dir(), hint)
+
+
+def _config_file(path: str, text: str, hint: str) -> str:
+    if text:
+        val.absolute(path, text, hint)
+    return text
+
+
+def _jail_params(path: str, names: tuple[str, ...], hint: str) -> frozenset[str]:
+    return frozenset(val.each_matching(val.JAIL_PARAM_RE, "a jail parameter")(path, names, hint))
+
+
+@dataclass(frozen=True)
+class AuthFiles:
+    """Where registry credentials come from when a task gives none (docker's plugin `auth`)."""
+
+    config: str = option("string", 'set config to the path of a Docker config.json', default="",
+                         parse=_config_file)
+    helper: str = option("string", 'set helper to a credential helper name, e.g. "ecr-login"',
+                         default="")
+
+
+@dataclass(frozen=True)
+class VolumesConfig:
+    enabled: bool = option("bool", "set enabled = true or false", default=False)
+    allowed_host_paths: tuple[str, ...] = option(
+        "list(string)", 'list absolute host paths tasks may mount, e.g. ["/srv/data"]',
+        default=[], parse=val.absolutes)
+
+
+@dataclass(frozen=True)
+class GcConfig:
+    image: bool = option("bool", "set image = true or false", default=True)
+    image_delay: timedelta = option("string", 'set image_delay to a duration such as "3m"',
+                                    default="3m", parse=val.duration_or_zero)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """rctl/ulimit values; 0 means not set."""
+
+    maxproc: int = option("number", "set maxproc to a whole number >= 0 (0: no limit)",
+                          default=0, parse=val.whole)
+    openfiles: int = option("number", "set openfiles to a whole number >= 0 (0: no limit)",
+                            default=0, parse=val.whole)
+
+    def under(self, maximum: Limits) -> Limits:
+        """These defaults with each unset value replaced by the maximum (0 stays 0 if none)."""
+        return Limits(self.maxproc or maximum.maxproc, self.openfiles or maximum.openfiles)
+
+
+_MAX_HINTS = {
+    "maxproc": "set maxproc to a whole number >= 0 (0: no maximum)",
+    "openfiles": "set openfiles to a whole number >= 0 (0: no maximum)",
+}
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    dataset: str = option(
+        "string", 'set dataset = "zroot/xc" (a ZFS dataset for images and task roots)',
+        default="zroot/xc", parse=_dataset)
+    backend: Literal["auto", "freebsd", "linux"] = option(
+        "string", 'set backend = "auto", "freebsd" or "linux"', default="auto", parse=_backend)
+    state_dir: str = option(
+        "string", 'set state_dir to an absolute path such as "/var/db/nomad-driver-xc"',
+        default="", parse=_state_dir)
+    allow_insecure_registries: tuple[str, ...] = option(
+        "list(string)",
+        'list registries allowed over plain HTTP as host[:port], e.g. ["127.0.0.1:5000"]',
+        default=[], parse=val.each_matching(_HOSTPORT_RE, "host[:port]"))
+    auth: AuthFiles = block(AuthFiles)
+    platform: str = option("string", 'set platform = "os/arch[/variant]", e.g. "freebsd/amd64"',
+                           default="", parse=val.platform)
+    allowed_jail_params: frozenset[str] = option(
+        "list(string)",
+        'list the jail parameters tasks may set, e.g. ["allow.raw_sockets", "sysvipc"]',
+        default=[], parse=_jail_params)
+    volumes: VolumesConfig = block(VolumesConfig)
+    gc: GcConfig = block(GcConfig)
+    default_limits: Limits = block(Limits)
+    max_limits: Limits = block(Limits, hints=_MAX_HINTS)
+    pull_activity_timeout: timedelta = option(
+        "string", 'set pull_activity_timeout to a duration such as "2m"', default="2m",
+        parse=val.duration)
+
+    def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
+        if self.backend != "auto":
+            return self.backend
+        return "freebsd" if platform.startswith("freebsd") else "linux"
+
+
+PLUGIN_SCHEMA: hs.Schema = options.schema_of(PluginConfig)
+
+
+def _check_limits(cfg: PluginConfig) -> None:
+    for key in ("maxproc", "openfiles"):
+        dflt, mx = getattr(cfg.default_limits, key), getattr(cfg.max_limits, key)
+        # An unset default under a maximum means "the maximum" (see Limits.under).
+        if mx and dflt > mx:
+            raise ConfigError(
+                f"config.default_limits.{key}",
+                f"{dflt} is above max_limits.{key} = {mx}",
+                f"set default_limits {{ {key} = {mx} }} or lower",
+            )
+
+
+def decode_plugin_config(raw: bytes, platform: str = sys.platform) -> PluginConfig:
+    """SetConfig's msgpack_config -> PluginConfig (empty bytes: all defaults)."""
+    try:
+        value = cty.decode(raw)
+    except cty.CtyDecodeError as exc:
+        raise ConfigError("config", str(exc), "send the block encoded as go-cty msgpack") from exc
+    typed = hs.read(PLUGIN_SCHEMA, value, "config")
+    cfg = options.build(PluginConfig, typed, "config")
+    if not typed["state_dir"]:
+        cfg = replace(cfg, state_dir=default_state_dir(platform))
+    _check_limits(cfg)
+    return cfg

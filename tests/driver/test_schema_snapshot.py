@@ -1,0 +1,197 @@
+"""The hclspec Nomad receives and the fix hints our errors carry, pinned as data.
+
+The schemas are derived from the option declarations in ``driver.config``; this snapshot was
+taken from the hand-written schemas they replaced, so a change here is a change of the wire
+contract with Nomad (or of an error message) and must be deliberate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from driver import hclschema as hs
+from driver.config import PLUGIN_SCHEMA, TASK_SCHEMA
+
+
+def tree(n: hs.Node) -> list[Any]:
+    if isinstance(n, hs.Object):
+        return ["Object", [[k, tree(v)] for k, v in n.attributes]]
+    if isinstance(n, hs.Attr):
+        return ["Attr", n.name, n.type, n.required]
+    if isinstance(n, hs.Literal):
+        return ["Literal", n.value]
+    if isinstance(n, hs.Default):
+        return ["Default", tree(n.primary), tree(n.default)]
+    if isinstance(n, hs.Block):
+        return ["Block", n.name, tree(n.nested), n.required]
+    if isinstance(n, hs.BlockList):
+        return ["BlockList", n.name, tree(n.nested), n.min_items, n.max_items]
+    assert isinstance(n, hs.BlockAttrs)
+    return ["BlockAttrs", n.name, n.type, n.required]
+
+
+def hints(schema: hs.Schema, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in schema:
+        if isinstance(item, hs.Section):
+            out.update(hints(item.fields, prefix + item.key + "."))
+        else:
+            out[prefix + item.key] = item.hint
+    return out
+
+
+def test_plugin_spec_is_unchanged() -> None:
+    assert tree(hs.spec(PLUGIN_SCHEMA)) == PLUGIN_SPEC
+
+
+def test_task_spec_is_unchanged() -> None:
+    assert tree(hs.spec(TASK_SCHEMA)) == TASK_SPEC
+
+
+def test_fix_hints_are_unchanged() -> None:
+    assert hints(PLUGIN_SCHEMA) == PLUGIN_HINTS
+    assert hints(TASK_SCHEMA) == TASK_HINTS
+
+
+# ---- the snapshot ----
+
+PLUGIN_SPEC: list[Any] = ['Object',
+ [['dataset', ['Default', ['Attr', 'dataset', 'string', False], ['Literal', '"zroot/xc"']]],
+  ['backend', ['Default', ['Attr', 'backend', 'string', False], ['Literal', '"auto"']]],
+  ['state_dir', ['Default', ['Attr', 'state_dir', 'string', False], ['Literal', '""']]],
+  ['allow_insecure_registries',
+   ['Default', ['Attr', 'allow_insecure_registries', 'list(string)', False], ['Literal', '[]']]],
+  ['auth',
+   ['Block',
+    'auth',
+    ['Object',
+     [['config', ['Default', ['Attr', 'config', 'string', False], ['Literal', '""']]],
+      ['helper', ['Default', ['Attr', 'helper', 'string', False], ['Literal', '""']]]]],
+    False]],
+  ['platform', ['Default', ['Attr', 'platform', 'string', False], ['Literal', '""']]],
+  ['allowed_jail_params',
+   ['Default', ['Attr', 'allowed_jail_params', 'list(string)', False], ['Literal', '[]']]],
+  ['volumes',
+   ['Block',
+    'volumes',
+    ['Object',
+     [['enabled', ['Default', ['Attr', 'enabled', 'bool', False], ['Literal', 'false']]],
+      ['allowed_host_paths',
+       ['Default', ['Attr', 'allowed_host_paths', 'list(string)', False], ['Literal', '[]']]]]],
+    False]],
+  ['gc',
+   ['Block',
+    'gc',
+    ['Object',
+     [['image', ['Default', ['Attr', 'image', 'bool', False], ['Literal', 'true']]],
+      ['image_delay', ['Default', ['Attr', 'image_delay', 'string', False], ['Literal', '"3m"']]]]],
+    False]],
+  ['default_limits',
+   ['Block',
+    'default_limits',
+    ['Object',
+     [['maxproc', ['Default', ['Attr', 'maxproc', 'number', False], ['Literal', '0']]],
+      ['openfiles', ['Default', ['Attr', 'openfiles', 'number', False], ['Literal', '0']]]]],
+    False]],
+  ['max_limits',
+   ['Block',
+    'max_limits',
+    ['Object',
+     [['maxproc', ['Default', ['Attr', 'maxproc', 'number', False], ['Literal', '0']]],
+      ['openfiles', ['Default', ['Attr', 'openfiles', 'number', False], ['Literal', '0']]]]],
+    False]],
+  ['pull_activity_timeout',
+   ['Default', ['Attr', 'pull_activity_timeout', 'string', False], ['Literal', '"2m"']]]]]
+TASK_SPEC: list[Any] = ['Object',
+ [['image', ['Attr', 'image', 'string', True]],
+  ['command', ['Attr', 'command', 'string', False]],
+  ['args', ['Default', ['Attr', 'args', 'list(string)', False], ['Literal', '[]']]],
+  ['entrypoint', ['Attr', 'entrypoint', 'list(string)', False]],
+  ['work_dir', ['Attr', 'work_dir', 'string', False]],
+  ['hostname', ['Attr', 'hostname', 'string', False]],
+  ['mount',
+   ['BlockList',
+    'mount',
+    ['Object',
+     [['type', ['Default', ['Attr', 'type', 'string', False], ['Literal', '"bind"']]],
+      ['source', ['Attr', 'source', 'string', False]],
+      ['target', ['Attr', 'target', 'string', True]],
+      ['readonly', ['Default', ['Attr', 'readonly', 'bool', False], ['Literal', 'false']]],
+      ['tmpfs_options',
+       ['Block',
+        'tmpfs_options',
+        ['Object',
+         [['size', ['Default', ['Attr', 'size', 'number', False], ['Literal', '0']]],
+          ['mode', ['Attr', 'mode', 'number', False]]]],
+        False]]]],
+    0,
+    0]],
+  ['volumes', ['Default', ['Attr', 'volumes', 'list(string)', False], ['Literal', '[]']]],
+  ['jail_params', ['BlockAttrs', 'jail_params', 'string', False]],
+  ['auth',
+   ['Block',
+    'auth',
+    ['Object',
+     [['username', ['Attr', 'username', 'string', False]],
+      ['password', ['Attr', 'password', 'string', False]],
+      ['email', ['Attr', 'email', 'string', False]],
+      ['server_address', ['Attr', 'server_address', 'string', False]]]],
+    False]],
+  ['auth_soft_fail', ['Default', ['Attr', 'auth_soft_fail', 'bool', False], ['Literal', 'false']]],
+  ['force_pull', ['Default', ['Attr', 'force_pull', 'bool', False], ['Literal', 'false']]],
+  ['image_pull_timeout',
+   ['Default', ['Attr', 'image_pull_timeout', 'string', False], ['Literal', '"5m"']]],
+  ['platform', ['Default', ['Attr', 'platform', 'string', False], ['Literal', '""']]],
+  ['maxproc', ['Default', ['Attr', 'maxproc', 'number', False], ['Literal', '0']]],
+  ['openfiles', ['Default', ['Attr', 'openfiles', 'number', False], ['Literal', '0']]],
+  ['cpu_hard_limit', ['Default', ['Attr', 'cpu_hard_limit', 'bool', False], ['Literal', 'false']]],
+  ['readonly_rootfs',
+   ['Default', ['Attr', 'readonly_rootfs', 'bool', False], ['Literal', 'false']]],
+  ['labels', ['BlockAttrs', 'labels', 'string', False]]]]
+PLUGIN_HINTS: dict[str, str] = {
+ 'allow_insecure_registries': 'list registries allowed over plain HTTP as host[:port], e.g. '
+                              '["127.0.0.1:5000"]',
+ 'allowed_jail_params': 'list the jail parameters tasks may set, e.g. ["allow.raw_sockets", '
+                        '"sysvipc"]',
+ 'auth.config': 'set config to the path of a Docker config.json',
+ 'auth.helper': 'set helper to a credential helper name, e.g. "ecr-login"',
+ 'backend': 'set backend = "auto", "freebsd" or "linux"',
+ 'dataset': 'set dataset = "zroot/xc" (a ZFS dataset for images and task roots)',
+ 'default_limits.maxproc': 'set maxproc to a whole number >= 0 (0: no limit)',
+ 'default_limits.openfiles': 'set openfiles to a whole number >= 0 (0: no limit)',
+ 'gc.image': 'set image = true or false',
+ 'gc.image_delay': 'set image_delay to a duration such as "3m"',
+ 'max_limits.maxproc': 'set maxproc to a whole number >= 0 (0: no maximum)',
+ 'max_limits.openfiles': 'set openfiles to a whole number >= 0 (0: no maximum)',
+ 'platform': 'set platform = "os/arch[/variant]", e.g. "freebsd/amd64"',
+ 'pull_activity_timeout': 'set pull_activity_timeout to a duration such as "2m"',
+ 'state_dir': 'set state_dir to an absolute path such as "/var/db/nomad-driver-xc"',
+ 'volumes.allowed_host_paths': 'list absolute host paths tasks may mount, e.g. ["/srv/data"]',
+ 'volumes.enabled': 'set enabled = true or false'}
+TASK_HINTS: dict[str, str] = {'args': 'set args = ["-c", "echo hi"]',
+ 'auth.email': 'set email = "user@example.com"',
+ 'auth.password': 'set password = "secret"',
+ 'auth.server_address': 'set server_address = "registry.example.com"',
+ 'auth.username': 'set username = "user"',
+ 'auth_soft_fail': 'set auth_soft_fail = true or false',
+ 'command': 'set command = "/bin/sh"',
+ 'cpu_hard_limit': 'set cpu_hard_limit = true or false',
+ 'entrypoint': 'set entrypoint = ["/bin/sh", "-c"]',
+ 'force_pull': 'set force_pull = true or false',
+ 'hostname': 'set hostname to a DNS name such as "web-1"',
+ 'image': 'set image = "registry/name:tag"',
+ 'image_pull_timeout': 'set image_pull_timeout to a duration such as "5m"',
+ 'jail_params': 'write jail_params = { "allow.raw_sockets" = true }',
+ 'labels': 'write labels = { team = "web" }',
+ 'maxproc': 'set maxproc to a whole number >= 0 (0: the plugin default)',
+ 'mount.readonly': 'set readonly = true or false',
+ 'mount.source': 'set source to a host path (absolute, or relative to the task dir)',
+ 'mount.target': 'set target to an absolute path in the task, e.g. "/data"',
+ 'mount.tmpfs_options.mode': 'set mode as a number, e.g. 1777 for sticky world-writable',
+ 'mount.tmpfs_options.size': 'set size in bytes (0: no limit)',
+ 'mount.type': 'set type = "bind" or "tmpfs"',
+ 'openfiles': 'set openfiles to a whole number >= 0 (0: the plugin default)',
+ 'platform': 'set platform = "os/arch[/variant]", e.g. "linux/amd64"',
+ 'readonly_rootfs': 'set readonly_rootfs = true or false',
+ 'volumes': 'write each volume as "host_path:task_path[:ro]"',
+ 'work_dir': 'set work_dir to an absolute path inside the image, e.g. "/srv"'}
