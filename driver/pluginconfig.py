@@ -97,6 +97,38 @@ class Limits:
         return Limits(self.maxproc or maximum.maxproc, self.openfiles or maximum.openfiles)
 
 
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The networks the driver makes itself for tasks with network_mode = "bridge", "none" or
+    "alias" (see driver/README.md). Nothing is created on the host until a task asks."""
+
+    bridge: str = option("string", 'set bridge to an interface name such as "xcbr0"',
+                         default="xcbr0")
+    ipv4_pool: str = option("string", 'set ipv4_pool to a private IPv4 network in CIDR form, '
+                            'e.g. "10.213.0.0/16"', default="10.213.0.0/16")
+    ipv4_gateway: str = option("string", "set ipv4_gateway to a host address of ipv4_pool (the "
+                               "bridge's own; default: the pool's first)", default="")
+    ipv6_pool: str = option("string", 'set ipv6_pool to an IPv6 network in CIDR form, e.g. '
+                            '"fd00:xc::/64" ("": no IPv6)', default="")
+    ipv6_gateway: str = option("string", "set ipv6_gateway to a host address of ipv6_pool",
+                               default="")
+    nat: bool = option("bool", "set nat = true to masquerade the pool's outbound traffic",
+                       default=False)
+    external_interface: str = option(
+        "string", 'set external_interface to the host interface outbound NAT leaves by, e.g. '
+        '"em0" ("": any)', default="")
+    alias_interface: str = option(
+        "string", 'set alias_interface to the host interface alias-mode addresses go on, e.g. '
+        '"em0"', default="")
+    alias_pool: str = option("string", 'set alias_pool to the IPv4 network in CIDR form alias '
+                             'addresses come from, e.g. "192.0.2.128/25"', default="")
+    pf_anchor: str = option("string", 'set pf_anchor to the pf anchor name your pf.conf loads, '
+                            'e.g. "xc"', default="xc")
+    name_prefix: str = option(
+        "string", 'set name_prefix to 1-15 letters, digits, "_" or "-" (starts every namespace, '
+        'chain and jail name the driver makes)', default="xc")
+
+
 _MAX_HINTS = {
     "maxproc": "set maxproc to a whole number >= 0 (0: no maximum)",
     "openfiles": "set openfiles to a whole number >= 0 (0: no maximum)",
@@ -131,6 +163,7 @@ class PluginConfig:
     pull_activity_timeout: timedelta = option(
         "string", 'set pull_activity_timeout to a duration such as "2m"', default="2m",
         parse=val.duration)
+    network: NetworkOptions = block(NetworkOptions)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":

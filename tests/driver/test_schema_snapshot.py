@@ -101,7 +101,26 @@ PLUGIN_SPEC: list[Any] = ['Object',
       ['openfiles', ['Default', ['Attr', 'openfiles', 'number', False], ['Literal', '0']]]]],
     False]],
   ['pull_activity_timeout',
-   ['Default', ['Attr', 'pull_activity_timeout', 'string', False], ['Literal', '"2m"']]]]]
+   ['Default', ['Attr', 'pull_activity_timeout', 'string', False], ['Literal', '"2m"']]],
+  ['network',
+   ['Block',
+    'network',
+    ['Object',
+     [['bridge', ['Default', ['Attr', 'bridge', 'string', False], ['Literal', '"xcbr0"']]],
+      ['ipv4_pool',
+       ['Default', ['Attr', 'ipv4_pool', 'string', False], ['Literal', '"10.213.0.0/16"']]],
+      ['ipv4_gateway', ['Default', ['Attr', 'ipv4_gateway', 'string', False], ['Literal', '""']]],
+      ['ipv6_pool', ['Default', ['Attr', 'ipv6_pool', 'string', False], ['Literal', '""']]],
+      ['ipv6_gateway', ['Default', ['Attr', 'ipv6_gateway', 'string', False], ['Literal', '""']]],
+      ['nat', ['Default', ['Attr', 'nat', 'bool', False], ['Literal', 'false']]],
+      ['external_interface',
+       ['Default', ['Attr', 'external_interface', 'string', False], ['Literal', '""']]],
+      ['alias_interface',
+       ['Default', ['Attr', 'alias_interface', 'string', False], ['Literal', '""']]],
+      ['alias_pool', ['Default', ['Attr', 'alias_pool', 'string', False], ['Literal', '""']]],
+      ['pf_anchor', ['Default', ['Attr', 'pf_anchor', 'string', False], ['Literal', '"xc"']]],
+      ['name_prefix', ['Default', ['Attr', 'name_prefix', 'string', False], ['Literal', '"xc"']]]]],
+    False]]]]
 TASK_SPEC: list[Any] = ['Object',
  [['image', ['Attr', 'image', 'string', True]],
   ['command', ['Attr', 'command', 'string', False]],
@@ -147,7 +166,9 @@ TASK_SPEC: list[Any] = ['Object',
   ['cpu_hard_limit', ['Default', ['Attr', 'cpu_hard_limit', 'bool', False], ['Literal', 'false']]],
   ['readonly_rootfs',
    ['Default', ['Attr', 'readonly_rootfs', 'bool', False], ['Literal', 'false']]],
-  ['labels', ['BlockAttrs', 'labels', 'string', False]]]]
+  ['labels', ['BlockAttrs', 'labels', 'string', False]],
+  ['network_mode', ['Default', ['Attr', 'network_mode', 'string', False], ['Literal', '"host"']]],
+  ['ports', ['Default', ['Attr', 'ports', 'list(string)', False], ['Literal', '[]']]]]]
 PLUGIN_HINTS: dict[str, str] = {
  'allow_insecure_registries': 'list registries allowed over plain HTTP as host[:port], e.g. '
                               '["127.0.0.1:5000"]',
@@ -163,6 +184,23 @@ PLUGIN_HINTS: dict[str, str] = {
  'gc.image_delay': 'set image_delay to a duration such as "3m"',
  'max_limits.maxproc': 'set maxproc to a whole number >= 0 (0: no maximum)',
  'max_limits.openfiles': 'set openfiles to a whole number >= 0 (0: no maximum)',
+ 'network.alias_interface': 'set alias_interface to the host interface alias-mode addresses go on, '
+                            'e.g. "em0"',
+ 'network.alias_pool': 'set alias_pool to the IPv4 network in CIDR form alias addresses come from, '
+                       'e.g. "192.0.2.128/25"',
+ 'network.bridge': 'set bridge to an interface name such as "xcbr0"',
+ 'network.external_interface': 'set external_interface to the host interface outbound NAT leaves '
+                               'by, e.g. "em0" ("": any)',
+ 'network.ipv4_gateway': "set ipv4_gateway to a host address of ipv4_pool (the bridge's own; "
+                         "default: the pool's first)",
+ 'network.ipv4_pool': 'set ipv4_pool to a private IPv4 network in CIDR form, e.g. "10.213.0.0/16"',
+ 'network.ipv6_gateway': 'set ipv6_gateway to a host address of ipv6_pool',
+ 'network.ipv6_pool': 'set ipv6_pool to an IPv6 network in CIDR form, e.g. "fd00:xc::/64" ("": no '
+                      'IPv6)',
+ 'network.name_prefix': 'set name_prefix to 1-15 letters, digits, "_" or "-" (starts every '
+                        'namespace, chain and jail name the driver makes)',
+ 'network.nat': "set nat = true to masquerade the pool's outbound traffic",
+ 'network.pf_anchor': 'set pf_anchor to the pf anchor name your pf.conf loads, e.g. "xc"',
  'platform': 'set platform = "os/arch[/variant]", e.g. "freebsd/amd64"',
  'pull_activity_timeout': 'set pull_activity_timeout to a duration such as "2m"',
  'state_dir': 'set state_dir to an absolute path such as "/var/db/nomad-driver-xc"',
@@ -190,8 +228,11 @@ TASK_HINTS: dict[str, str] = {'args': 'set args = ["-c", "echo hi"]',
  'mount.tmpfs_options.mode': 'set mode as a number, e.g. 1777 for sticky world-writable',
  'mount.tmpfs_options.size': 'set size in bytes (0: no limit)',
  'mount.type': 'set type = "bind" or "tmpfs"',
+ 'network_mode': 'set network_mode = "host", "bridge", "none" or "alias" (FreeBSD)',
  'openfiles': 'set openfiles to a whole number >= 0 (0: the plugin default)',
  'platform': 'set platform = "os/arch[/variant]", e.g. "linux/amd64"',
+ 'ports': 'list labels of the group\'s network { port "<label>" {} } blocks to publish, e.g. ports '
+          '= ["http"]',
  'readonly_rootfs': 'set readonly_rootfs = true or false',
  'volumes': 'write each volume as "host_path:task_path[:ro]"',
  'work_dir': 'set work_dir to an absolute path inside the image, e.g. "/srv"'}
