@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.runc",
     "tests.fixtures.plugin",
     "tests.fixtures.nomad",
+    "tests.fixtures.network",
 ]
 
 
