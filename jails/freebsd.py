@@ -26,7 +26,7 @@ from jails.errors import (
     SpecError,
 )
 from jails.interactive import InteractiveExec, spawn_interactive
-from jails.jailparams import jail_create_argv
+from jails.jailparams import jail_create_argv, jail_ref
 from jails.model import Usage
 from jails.ociconfig import task_env
 from jails.probe import probe_host
@@ -42,9 +42,9 @@ RACCT_DISABLED = "kern.racct.enable=0: add kern.racct.enable=1 to /boot/loader.c
 
 
 def refuse_network(spec: JailSpec) -> None:
-    """Only host networking: Nomad has no group network (bridge/none/cni) on FreeBSD
-    (nomad#17311), so a namespace to join cannot exist here."""
-    if spec.network != "host":
+    """Host networking or a parent jail's (jails.net): Nomad has no group network
+    (bridge/none/cni) on FreeBSD (nomad#17311), so a namespace to join cannot exist here."""
+    if spec.network not in ("host", "parent"):
         raise SpecError(
             "network",
             f"{spec.network!r} (join {spec.netns_path}) is not available on FreeBSD: Nomad has no "
@@ -86,6 +86,7 @@ class FreeBSDRuntime(Runtime):
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
+        self._refs: dict[str, str] = {}  # task name -> its jail's full name (jail_ref)
         if not Path("/proc/self/stat").exists():
             set_start_time_probe(start_time_via_binary(ensure_binary(self.state_root)))
 
@@ -106,7 +107,8 @@ class FreeBSDRuntime(Runtime):
             "cwd": spec.cwd,
             "mounts": self._mount_plan(spec),
             "jail_root": str(self._jail_root(spec)),
-            "rctl": rctl_rules(spec.name, spec.limits),
+            "rctl": rctl_rules(jail_ref(spec), spec.limits),
+            "jail": jail_ref(spec),
         }
 
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
@@ -127,11 +129,11 @@ class FreeBSDRuntime(Runtime):
         self.run(jail_create_argv(dataclasses.replace(spec, rootfs=jail_root), self.jail_bin))
         if spec.limits.cpuset:
             # Pins the jail's root cpuset: every process of the jail, jexec'd ones included.
-            jid = self._jid(spec.name)
+            jid = self._jid(meta["jail"])
             if jid is None:
                 raise JailError(f"jail {spec.name} vanished right after jail -c")
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
-        argv = [self.jexec_bin, "-U", meta["user"], spec.name, *_with_cwd(spec.cwd, spec.argv)]
+        argv = [self.jexec_bin, "-U", meta["user"], meta["jail"], *_with_cwd(spec.cwd, spec.argv)]
         env = env_dict(meta["env"])
         if self._launcher is not None:
             return self._launcher(task, spec.stdout_path, spec.stderr_path, ["exec", *argv], env)
@@ -197,11 +199,12 @@ class FreeBSDRuntime(Runtime):
         return jid if res.returncode == 0 and jid else None
 
     def _kill_all(self, name: str, meta: Mapping[str, Any] | None) -> None:
-        jid = self._jid(name)
+        jid = self._jid(_ref(name, meta))
         if jid is not None:
             self.run([self.pkill_bin, "-KILL", "-j", jid], ok_codes=(0, 1))
 
     def _teardown(self, name: str, meta: Mapping[str, Any] | None) -> None:
+        name = _ref(name, meta)
         try:
             self.run([self.jail_bin, "-r", name])
         except CommandFailed as exc:
@@ -224,7 +227,10 @@ class FreeBSDRuntime(Runtime):
                 raise
 
     def _sample(self, task: TaskDir) -> Usage:
-        subject = f"jail:{task.name}"
+        ref = self._refs.get(task.name)
+        if ref is None:  # read once per task and process: samples come every second
+            ref = self._refs[task.name] = _ref(task.name, task.spec())
+        subject = f"jail:{ref}"
         text = self._racct_reader(subject)
         if text is None:
             try:
@@ -243,7 +249,8 @@ class FreeBSDRuntime(Runtime):
 
     def _exec_argv(self, task: TaskDir, argv: Sequence[str]) -> list[str]:
         meta = task.spec()
-        return [self.jexec_bin, "-U", meta["user"], task.name, *_with_cwd(meta["cwd"], argv)]
+        return [self.jexec_bin, "-U", meta["user"], _ref(task.name, meta),
+                *_with_cwd(meta["cwd"], argv)]
 
     def exec_interactive(
         self,
@@ -258,6 +265,11 @@ class FreeBSDRuntime(Runtime):
         full = self._exec_argv(task, argv)
         # jexec becomes the command: the pty is the command's own terminal, left in cooked mode.
         return spawn_interactive(full, tty=tty, env=env_dict(task.spec()["env"], env), size=size)
+
+
+def _ref(name: str, meta: Mapping[str, Any] | None) -> str:
+    """The kernel's name of the task's jail (``jail_ref``), as recorded at start."""
+    return str((meta or {}).get("jail") or name)
 
 
 def _with_cwd(cwd: str, argv: Sequence[str]) -> list[str]:
