@@ -31,6 +31,7 @@ from driver.events import EventBus, TaskEvent
 from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
 from driver.network import write_files as write_network_files
 from driver.state import DriverState, Resources, StateError
+from driver.tasknet import DriverNetwork, TaskNetworks, driver_network, request_of
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
 from jails.errors import JailError, NotRunning, SpecError
@@ -132,6 +133,7 @@ class XcDriver:
         self._runtime: Runtime | None = None
         self._store: zfsimage.ImageStore | None = None
         self._names: dict[str, str] = {}  # jail name -> task id, for start conflicts
+        self.networks = TaskNetworks(config, self.state_dir)
 
     # ---- components (opened on first use: both run commands) ---
 
@@ -292,7 +294,9 @@ class XcDriver:
                         image: zfsimage.Image) -> DriverState:
         rt, store = self.runtime, self.store
         undo: list[Callable[[], None]] = []
+        group = nomad.network is not None and nomad.network.mode == "group"
         try:
+            net_req = request_of(cfg, group, nomad.ports)
             self._clear_previous(name)
             ic = image.config
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
@@ -307,7 +311,8 @@ class XcDriver:
                 task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
                 started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
-                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path)
+                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
+                network_mode=net_req.mode if net_req else "")
             # The record goes first: whenever a clone or jail of this name may exist, a record
             # says whose it is (what _clear_previous and destroy of a lost handle rely on).
             undo.append(lambda: self._forget_state(name))
@@ -316,6 +321,12 @@ class XcDriver:
             rootfs = store.clone_rootfs(image, name)
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
+            if net_req is not None:
+                nets = self.networks
+                undo.append(lambda: nets.release(nomad.alloc_id, nomad.name))
+                alloc = nets.ensure(nomad.alloc_id, nomad.name, net_req)
+                joins: dict[str, Any] = dict(alloc.jail_spec_fields())
+                spec = dataclasses.replace(spec, **joins)
             write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
             inside = placed.task_dir.rstrip("/") + "/"
             for m in spec.mounts:
@@ -367,6 +378,34 @@ class XcDriver:
         log.warning("start was cancelled after the task started; removing it",
                     extra={"task_id": state.task_id, "jail": state.name})
         self._pool.submit(self._destroy_blocking, state)
+
+    # ---- the driver's own alloc networks ---
+
+    async def driver_network(self, state: DriverState) -> DriverNetwork | None:
+        """StartTask's network_override: the task's own address and port map, if it has one."""
+        if not state.network_mode:
+            return None
+        alloc = await self._run(self.networks.get, state.alloc_id)
+        return driver_network(alloc) if alloc is not None else None
+
+    def sweep_networks(self) -> list[str]:
+        """Remove alloc networks no task record holds (left by a crash between the last
+        destroy's steps, or by tasks destroyed while no plugin ran). Records outlive the plugin,
+        so this is safe before RecoverTask; it runs before any StartTask of this process."""
+        records = self.state_dir / "driver"
+        live = set()
+        for path in records.glob("*.json") if records.is_dir() else ():
+            with contextlib.suppress(OSError, StateError):
+                state = DriverState.decode(path.read_bytes())
+                if state.network_mode:
+                    live.add(state.alloc_id)
+        leases = self.state_dir / "net" / "leases"
+        if not live and not (leases.is_dir() and any(leases.iterdir())):
+            return []  # leases are written before any object: without one there is none
+        removed = self.networks.sweep(live)
+        if removed:
+            log.warning("removed leftover task networks", extra={"allocs": removed})
+        return removed
 
     # ---- the driver's own record of each task (for destroy after a lost handle) ---
 
@@ -491,6 +530,8 @@ class XcDriver:
             return  # a newer incarnation of this alloc's task owns the jail now
         self._destroy_jail(state.name)
         self.store.destroy_rootfs(state.rootfs_key)
+        if state.network_mode:  # the alloc's network goes with its last task
+            self.networks.release(state.alloc_id, state.task_name)
         self._forget_state(state.name)
 
     def _destroy_jail(self, name: str) -> None:

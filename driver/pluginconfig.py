@@ -7,6 +7,7 @@ them. Names follow Nomad's docker driver where the meaning is the same.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, replace
@@ -17,7 +18,8 @@ from driver import cty, options
 from driver import hclschema as hs
 from driver import values as val
 from driver.hclschema import ConfigError
-from driver.options import block, option
+from driver.options import block, hint_of, option
+from jails.net import NetworkConfig, NetworkError
 
 _HOSTPORT_RE = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
@@ -129,6 +131,16 @@ class NetworkOptions:
         'chain and jail name the driver makes)', default="xc")
 
 
+def _network_config(path: str, opts: NetworkOptions, hint: str) -> NetworkConfig:
+    try:
+        return NetworkConfig(**dataclasses.asdict(opts))
+    except NetworkError as exc:
+        key = exc.field.removeprefix("network.")
+        known = {f.name for f in dataclasses.fields(NetworkOptions)}
+        fix = hint_of(NetworkOptions, key) if key in known else "fix the network block"
+        raise ConfigError(f"{path}.{key}" if path else exc.field, exc.message, fix) from exc
+
+
 _MAX_HINTS = {
     "maxproc": "set maxproc to a whole number >= 0 (0: no maximum)",
     "openfiles": "set openfiles to a whole number >= 0 (0: no maximum)",
@@ -163,7 +175,7 @@ class PluginConfig:
     pull_activity_timeout: timedelta = option(
         "string", 'set pull_activity_timeout to a duration such as "2m"', default="2m",
         parse=val.duration)
-    network: NetworkOptions = block(NetworkOptions)
+    network: NetworkConfig = block(NetworkOptions, parse=_network_config)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":

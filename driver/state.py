@@ -44,6 +44,7 @@ class DriverState:
     alloc_dir: str = ""
     stdout_path: str = ""
     stderr_path: str = ""
+    network_mode: str = ""  # the driver's own alloc network ("": none, the host's or Nomad's)
 
     def encode(self) -> bytes:
         data = {"v": STATE_VERSION, **asdict(self)}

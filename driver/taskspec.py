@@ -24,6 +24,7 @@ from driver.config import ConfigError, PluginConfig, TaskConfig
 from driver.network import NomadDNS, NomadNetwork
 from driver.network import plan as network_plan
 from driver.state import Resources
+from driver.tasknet import NomadPort
 from jails import JailSpec, Limits, Mount, Tmpfs
 from jails.errors import SpecError
 
@@ -60,6 +61,7 @@ class NomadTask:
     namespace: str = ""
     network: NomadNetwork | None = None  # network_isolation_spec (None: host networking)
     dns: NomadDNS | None = None
+    ports: tuple[NomadPort, ...] = ()  # resources.ports: the group's allocated ports
 
     @property
     def task_dir(self) -> str:
