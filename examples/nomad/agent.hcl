@@ -37,6 +37,14 @@ plugin "xc" {
       image_delay = "3m"
     }
 
+    # Networks the driver makes for tasks with network_mode = "bridge" (web.nomad.hcl): a
+    # bridge, made on first use, and the pool task addresses come from. See driver/README.md
+    # (FreeBSD also needs the pf anchors and sysctls listed there).
+    network {
+      bridge    = "xcbr0"
+      ipv4_pool = "10.213.0.0/16"
+    }
+
     # rctl-style limits Nomad's job spec has no field for: defaults and operator caps.
     default_limits {
       maxproc   = 512

@@ -23,7 +23,9 @@ job "web" {
     }
 
     task "httpd" {
-      driver = "xc"
+      driver       = "xc"
+      kill_signal  = "SIGTERM"
+      kill_timeout = "5s"
 
       config {
         image        = "127.0.0.1:5000/xc-demo/busybox:1.0"
@@ -34,7 +36,10 @@ job "web" {
           mkdir -p /local/www
           echo "hello from web instance ${NOMAD_ALLOC_INDEX}" > /local/www/index.html
           echo "web: serving on port ${NOMAD_PORT_http} (host port ${NOMAD_HOST_PORT_http})"
-          exec /bin/busybox httpd -f -v -p ${NOMAD_PORT_http} -h /local/www
+          # The shell stays pid 1 and stops the server on Nomad's kill_signal.
+          /bin/busybox httpd -f -v -p ${NOMAD_PORT_http} -h /local/www &
+          trap 'kill $!; echo "web: stopped"; exit 0' TERM
+          wait
         SCRIPT
         ]
       }

@@ -9,6 +9,7 @@ something else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -27,6 +28,8 @@ from typing import Any
 import pytest
 
 from driver.install import install
+from tests.fixtures.network import leftovers as net_leftovers
+from tests.fixtures.network import net_bridge, net_prefix, remove_by_name, test_pool
 from tests.fixtures.nomad import _cleanup, _remove_cgroups
 from tests.fixtures.runc import runc_usable
 from tests.fixtures.sweep import test_name
@@ -103,6 +106,8 @@ class Examples:
                             capture_output=True, text=True, check=False)
         left += [n for n in cp.stdout.split() if n != f"{self.dataset}/tasks"]
         left += [str(p) for p in (self.state_dir / "allocs").glob("*")]
+        net = net_leftovers(net_prefix(), net_bridge(), self.state_dir)
+        left += [*net.netns, *net.chains, *net.bridge_ports, *net.leases]
         return left
 
 
@@ -129,7 +134,10 @@ def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Exam
     agent = state_dir / "agent.hcl"
     agent.write_text(rewrite((EXAMPLES / "agent.hcl").read_text(), {
         **addresses, '"xcdemo/xc"': f'"{dataset}"',
-        '"/var/lib/nomad-driver-xc"': f'"{state_dir}"'}, "agent.hcl"))
+        '"/var/lib/nomad-driver-xc"': f'"{state_dir}"',
+        # task networks named after this session (swept by tests/fixtures/network.py)
+        '"xcbr0"': f'"{net_bridge()}"\n      name_prefix = "{net_prefix()}"',
+        '"10.213.0.0/16"': f'"{test_pool()}"'}, "agent.hcl"))
     jobs = state_dir / "jobs"
     jobs.mkdir()
     for job in EXAMPLES.glob("*.nomad.hcl"):
@@ -143,6 +151,8 @@ def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Exam
         _cleanup(state_dir)
         _remove_cgroups(name)
         subprocess.run(["zfs", "destroy", "-r", "-f", dataset], capture_output=True, check=False)
+        with contextlib.suppress(Exception):
+            remove_by_name(net_prefix(), net_bridge())
 
 
 def test_every_example_job_is_covered() -> None:
