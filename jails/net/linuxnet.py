@@ -70,8 +70,9 @@ class Iptables:
 
 
 def write_sysctl(key: str, value: str, proc_sys: Path = PROC_SYS) -> None:
-    """The sysctl chokepoint on Linux: /proc/sys/<key with / for .>."""
-    (proc_sys / key.replace(".", "/")).write_text(value)
+    """The sysctl chokepoint on Linux: /proc/sys/<key> (``/``-separated: an interface name may
+    hold a dot)."""
+    (proc_sys / key).write_text(value)
 
 
 def _missing(exc: CommandFailed) -> bool:
@@ -84,11 +85,13 @@ class LinuxNetworks(Networks):
 
     def __init__(self, state_root: Path, config: NetworkConfig,
                  runner: _cmd.InputRunner = _cmd.run, *, ip_bin: str = "ip",
-                 iptables_bin: str = "iptables", netns_dir: Path = NETNS_DIR) -> None:
+                 iptables_bin: str = "iptables", netns_dir: Path = NETNS_DIR,
+                 proc_sys: Path = PROC_SYS) -> None:
         super().__init__(state_root, config, runner)
         self.ip = Ip(runner, ip_bin)
         self.ipt = Iptables(runner, iptables_bin)
         self.netns_dir = Path(netns_dir)
+        self.proc_sys = Path(proc_sys)
         p = config.name_prefix
         self.ports_chain, self.post_chain, self.fwd_chain = f"{p}-PORTS", f"{p}-POST", f"{p}-FWD"
         self._made_marker = self.leases.root / f"bridge-{config.bridge}.made"
@@ -114,9 +117,9 @@ class LinuxNetworks(Networks):
             self.ip.batch([*(f"addr replace {a} dev {br}" for a in addrs), f"link set {br} up"])
         if not self._rules_ok:
             # Delivers DNATed 127.0.0.1 traffic to the bridge instead of dropping it as martian.
-            write_sysctl(f"net.ipv4.conf.{br}.route_localnet", "1")
+            write_sysctl(f"net/ipv4/conf/{br}/route_localnet", "1", self.proc_sys)
             if cfg.nat:
-                write_sysctl("net.ipv4.ip_forward", "1")
+                write_sysctl("net/ipv4/ip_forward", "1", self.proc_sys)
             self._shared_rules()
             self._rules_ok = True
 
@@ -263,7 +266,7 @@ class LinuxNetworks(Networks):
             attrs["driver.xc.network.firewall"] = self.ipt.version()
             self.ipt("nat", "-S", "PREROUTING")
             attrs["driver.xc.network.bridge_exists"] = str((SYS_NET / cfg.bridge).exists()).lower()
-            fwd = (PROC_SYS / "net/ipv4/ip_forward").read_text().strip()
+            fwd = (self.proc_sys / "net/ipv4/ip_forward").read_text().strip()
             attrs["driver.xc.network.ip_forward"] = fwd
         except (CommandFailed, OSError) as exc:
             return NetworkProbe(False, f"the iptables nat table is not usable ({exc}): load the "

@@ -23,10 +23,15 @@ from typing import Any
 import pytest
 
 from jails.errors import CommandFailed
-from jails.net import AllocNetwork, NetworkError, PortMapping
+from jails.net import AllocNetwork, NetworkConfig, NetworkError, PortMapping
 from jails.net.leases import Lease
 from jails.net.linuxnet import LinuxNetworks
-from tests.fixtures.network import leftovers, net_bridge, net_prefix
+from tests.fixtures.network import (
+    assert_routed_to_test_bridge,
+    leftovers,
+    net_bridge,
+    net_prefix,
+)
 
 pytestmark = pytest.mark.root
 
@@ -102,6 +107,7 @@ def test_two_allocs_publish_their_own_pages_and_reach_each_other(
     assert get(f"http://{a.gateway}:{pa}/") == "page of A\n"
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{a.gateway}:{pb}/", timeout=1)
+    assert_routed_to_test_bridge(a.address)
     fetched = in_netns(a, "busybox", "wget", "-q", "-O", "-", f"http://{b.address}:8080/")
     assert fetched.stdout == "page of B\n", fetched.stderr
     route = in_netns(a, "ip", "route", "show", "default").stdout
@@ -269,3 +275,35 @@ def test_concurrent_tasks_of_one_alloc_hold_it_once_each(
         assert nets.release(A, task=f"t{i}") == (i == 5)
     assert_clean(nets, net_state)
     assert os.listdir(net_state / "net" / "leases") == []
+
+
+def test_ipv6_pool_gives_the_alloc_an_address_and_route(
+        linux_networks: Callable[..., LinuxNetworks], net_state: Path) -> None:
+    six = f"fd00:{os.getpid() % 0xffff:x}:1::/64"
+    nets = linux_networks(ipv6_pool=six)
+    n = nets.ensure(A, "bridge", task="t")
+    assert n.address6.startswith(six.split("::")[0]) and n.address6 != nets.config.ipv6_gateway
+    addrs = in_netns(n, "ip", "-6", "-o", "addr", "show", "dev", "eth0").stdout
+    assert f"{n.address6}/64" in addrs
+    assert f"default via {nets.config.ipv6_gateway}" in in_netns(n, "ip", "-6", "route").stdout
+    nets.release(A, task="t")
+    assert_clean(nets, net_state)
+
+
+def test_a_dead_sessions_networks_are_swept_by_name(linux_networks: Callable[..., LinuxNetworks],
+                                                    tmp_path: Path) -> None:
+    from tests.fixtures import network as netfix
+    from tests.fixtures.sweep import is_stale
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    prefix, bridge = netfix.net_prefix(dead.pid), netfix.net_bridge(dead.pid)
+    cfg = linux_networks().config
+    left = LinuxNetworks(tmp_path / "dead", NetworkConfig(
+        bridge=bridge, ipv4_pool="10.239.255.0/30", name_prefix=prefix))
+    left.ensure(A, "bridge", [PortMapping("http", free_port(), 80)], task="t")
+    assert not leftovers(prefix, bridge).empty()
+    netfix.sweep_leftovers(is_stale)
+    assert leftovers(prefix, bridge, shared=True).empty()
+    assert not Path(f"/sys/class/net/{bridge}").exists()
+    assert cfg.name_prefix == net_prefix()  # this session's objects were left alone
