@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from driver import stats as st
 from driver.convert import NomadInfo
-from driver.execsession import (
+from driver.execmsg import (
     ExecInput,
     ExecOutcome,
     ExecOutput,

@@ -17,17 +17,25 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from driver.errors import BadRequest, TaskConflict
+from driver.execmsg import (
+    ExecInput,
+    ExecOutcome,
+    ExecOutput,
+    Exited,
+    Output,
+    OutputClosed,
+    Resize,
+    StdinClose,
+    StdinData,
+    Stream,
+    first_setup,
+)
+from driver.ports import TaskSource
 from jails import InteractiveExec, Runtime
 from jails.errors import NotRunning
-
-if TYPE_CHECKING:
-    from driver.driver import XcDriver
-
-Stream = Literal["stdout", "stderr"]
 
 CHUNK = 32 * 1024
 # After the command exits, output still arriving (a background child holding the pipe) is
@@ -37,95 +45,6 @@ KILL_REAP_S = 5.0
 # Script check output is capped (Nomad keeps a few KiB of it); the rest is read and dropped.
 CAPTURE_LIMIT = 1024 * 1024
 EOF_CHAR = b"\x04"  # a terminal's VEOF: how "stdin closed" reaches a program reading a tty
-
-
-class ExecProtocolError(BadRequest):
-    """The client broke the exec stream protocol (e.g. no setup message first)."""
-
-
-# ---- what the client sends -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Setup:
-    task_id: str
-    command: tuple[str, ...]
-    tty: bool
-
-
-@dataclass(frozen=True)
-class StdinData:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class StdinClose:
-    pass
-
-
-@dataclass(frozen=True)
-class Resize:
-    width: int
-    height: int
-
-
-ExecInput = Setup | StdinData | StdinClose | Resize
-
-# ---- what the session sends ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Output:
-    stream: Stream
-    data: bytes
-
-
-@dataclass(frozen=True)
-class OutputClosed:
-    stream: Stream
-
-
-@dataclass(frozen=True)
-class Exited:
-    exit_code: int
-
-
-ExecOutput = Output | OutputClosed | Exited
-
-
-@dataclass(frozen=True)
-class ExecOutcome:
-    """A finished script-check style exec. ``timed_out``: killed at the deadline."""
-
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    timed_out: bool = False
-    signal: int = 0
-
-
-def check_setup(setup: Setup) -> Setup:
-    if not setup.task_id:
-        raise ExecProtocolError("exec setup: task_id is empty; name the task to exec into")
-    if not setup.command or not setup.command[0]:
-        raise ExecProtocolError("exec setup: command is empty; give the program to run")
-    return setup
-
-
-async def first_setup(
-    messages: AsyncIterator[tuple[ExecInput, ...]],
-) -> tuple[Setup, list[ExecInput]]:
-    """The setup the first message must carry, and anything else that message held."""
-    try:
-        first = await anext(messages)
-    except StopAsyncIteration:
-        raise ExecProtocolError(
-            "exec stream closed before its setup message; the first message must be setup"
-        ) from None
-    setups = [m for m in first if isinstance(m, Setup)]
-    if not setups:
-        raise ExecProtocolError("first message should always be setup (task_id, command, tty)")
-    return check_setup(setups[0]), [m for m in first if not isinstance(m, Setup)]
 
 
 # ---- fd plumbing on the event loop ---------------------------------------------------------
@@ -437,7 +356,7 @@ async def pump_inputs(
 
 
 def _starter(
-    driver: XcDriver, task_id: str, argv: Sequence[str], tty: bool,
+    driver: TaskSource, task_id: str, argv: Sequence[str], tty: bool,
     size: tuple[int, int] | None = None,
 ) -> Callable[[], InteractiveExec]:
     name = driver.task(task_id).name
@@ -455,7 +374,7 @@ def _starter(
 
 
 async def serve_stream(
-    driver: XcDriver, messages: AsyncIterator[tuple[ExecInput, ...]]
+    driver: TaskSource, messages: AsyncIterator[tuple[ExecInput, ...]]
 ) -> AsyncIterator[ExecOutput]:
     """A whole ``nomad alloc exec`` session: setup first, then the command's output, ``Exited``
     last. Raises ExecProtocolError, TaskNotFound or TaskConflict before any output."""
@@ -474,7 +393,7 @@ async def serve_stream(
 
 
 async def run_once(
-    driver: XcDriver, task_id: str, argv: Sequence[str], timeout_s: float | None
+    driver: TaskSource, task_id: str, argv: Sequence[str], timeout_s: float | None
 ) -> ExecOutcome:
     """A script check: run argv in the task, capture its output, kill it at timeout_s."""
     if not argv or not argv[0]:

@@ -22,23 +22,12 @@ from typing import Any, TypeVar
 
 from driver import hclschema as hs
 
-__all__ = ["Block", "Option", "block", "decode", "hint_of", "keys", "option", "schema_of"]
+__all__ = ["Block", "block", "build", "decode", "hint_of", "keys", "option", "schema_of"]
 
 T = TypeVar("T")
 Parse = Callable[[str, Any, str], Any]
 
 _META = "xc.option"
-
-
-@dataclass(frozen=True)
-class Option:
-    """An HCL attribute: cty ``type``, the fix ``hint``, the HCL ``default`` (None: none)."""
-
-    type: str
-    hint: str
-    default: Any = None
-    required: bool = False
-    block_attrs: bool = False  # a map(T) written as `key { a = "b" }` or `key = { a = "b" }`
 
 
 @dataclass(frozen=True)
@@ -53,14 +42,16 @@ class Block:
 
 @dataclass(frozen=True)
 class _Decl:
-    items: tuple[tuple[str | None, Option | Block], ...]  # key None: the field's own name
+    # An attribute is an hclschema.Field (its key filled in by schema_of); key None: the field's
+    # own name.
+    items: tuple[tuple[str | None, hs.Field | Block], ...]
     parse: Parse | None
 
 
 def option(type: str, hint: str, *, default: Any = None, required: bool = False,
            block_attrs: bool = False, parse: Parse | None = None, secret: bool = False) -> Any:
     """A field that is one HCL attribute (see the module docstring); ``secret``: not in repr."""
-    opt = Option(type, hint, default, required, block_attrs)
+    opt = hs.Field("", type, hint, required, default, block_attrs)
     return _field(_Decl(((None, opt),), parse), required, not secret)
 
 
@@ -70,8 +61,9 @@ def block(cls: type, *, many: bool = False, hints: Mapping[str, str] | None = No
     return _field(_Decl(((None, Block(cls, many, dict(hints or {}))),), parse), False)
 
 
-def keys(parse: Parse, **items: Option | Block) -> Any:
-    """A field fed by several HCL keys (in this order in the schema)."""
+def keys(parse: Parse, **items: hs.Field | Block) -> Any:
+    """A field fed by several HCL keys (in this order in the schema); an attribute among them is
+    an ``hclschema.Field`` (its key is the keyword's)."""
     return _field(_Decl(tuple(items.items()), parse), False)
 
 
@@ -85,7 +77,7 @@ def _field(decl: _Decl, required: bool, repr: bool = True) -> Any:
     return dataclasses.field(default=value, metadata=meta, repr=repr)
 
 
-def _raw_default(item: Option | Block) -> Any:
+def _raw_default(item: hs.Field | Block) -> Any:
     """What ``hclschema.read`` yields for an absent key, built like ``decode`` builds it."""
     if isinstance(item, Block):
         return () if item.many else _build(item.cls, _absent(item), "", item.hints)
@@ -103,7 +95,7 @@ def _parsed_default(decl: _Decl) -> Any:
     if len(decl.items) == 1:
         _, item = decl.items[0]
         raw = _raw_default(item)
-        hint = item.hint if isinstance(item, Option) else ""
+        hint = item.hint if isinstance(item, hs.Field) else ""
         return decl.parse("", raw, hint) if decl.parse else raw
     assert decl.parse is not None
     return decl.parse("", {k: _raw_default(i) for k, i in decl.items}, "")
@@ -113,7 +105,7 @@ def _decls(cls: type) -> list[tuple[dataclasses.Field[Any], _Decl]]:
     return [(f, f.metadata[_META]) for f in dataclasses.fields(cls) if _META in f.metadata]
 
 
-def _items(cls: type) -> list[tuple[str, Option | Block]]:
+def _items(cls: type) -> list[tuple[str, hs.Field | Block]]:
     return [(key or f.name, item) for f, d in _decls(cls) for key, item in d.items]
 
 
@@ -124,9 +116,8 @@ def schema_of(cls: type, hints: Mapping[str, str] | None = None) -> hs.Schema:
         if isinstance(item, Block):
             out.append(hs.Section(key, schema_of(item.cls, item.hints), item.many))
         else:
-            hint = (hints or {}).get(key, item.hint)
-            out.append(hs.Field(key, item.type, hint, item.required, item.default,
-                                item.block_attrs))
+            out.append(dataclasses.replace(item, key=key,
+                                           hint=(hints or {}).get(key, item.hint)))
     return tuple(out)
 
 
@@ -160,7 +151,7 @@ def _build(cls: type[T], typed: Mapping[str, Any], path: str, hints: Mapping[str
             continue
         (k, raw), = values.items()
         item = decl.items[0][1]
-        hint = hints.get(k, item.hint) if isinstance(item, Option) else ""
+        hint = hints.get(k, item.hint) if isinstance(item, hs.Field) else ""
         kwargs[f.name] = decl.parse(f"{path}.{k}", raw, hint) if decl.parse else raw
     return cls(**kwargs)
 

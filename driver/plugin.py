@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from driver.config import PluginConfig, TaskConfig, check_task_allowed, decode_plugin_config
 from driver.config import decode_task_config as _decode_task_config
 from driver.convert import Capabilities, NomadInfo, capabilities_for
-from driver.driver import XcDriver
 from driver.events import EventBus
 from driver.fingerprint import Fingerprinter
 from driver.taskspec import Node
+from driver.wiring import build_driver
 
 log = logging.getLogger("plugin")
 
@@ -35,7 +35,7 @@ class XcPlugin:
         self.nomad: NomadInfo | None = None
         self.events = EventBus()
         self.fingerprinter = fingerprinter or Fingerprinter(lambda: self.config)
-        self.driver = XcDriver(self.config, self.events, self.node)
+        self.driver = build_driver(self.config, self.events, self.node)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -56,15 +56,15 @@ class XcPlugin:
             self.nomad = nomad
         log.debug("plugin config set", extra={"config": repr(cfg), "nomad": repr(nomad)})
         if changed:
-            if self.driver.tasks():
+            if self.driver.tasks.entries():
                 # Nomad sends SetConfig once per plugin process, before any task; a later
                 # change must not orphan the running tasks' runtime and store.
                 log.warning("plugin config changed while tasks run; it applies after a restart")
             else:
                 self.driver.close()
-                self.driver = XcDriver(cfg, self.events, self.node)
+                self.driver = build_driver(cfg, self.events, self.node)
             self.fingerprinter.poke()
-        if nomad is not None and not self.driver.tasks():
+        if nomad is not None and not self.driver.tasks.entries():
             self._sweep_networks()
         return cfg
 

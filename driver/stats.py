@@ -20,12 +20,9 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from driver.ports import TaskSource
 from jails import JailNotFound, Runtime, Usage
-
-if TYPE_CHECKING:
-    from driver.driver import XcDriver
 
 # Nomad's names for the fields it knows (plugins/drivers: MeasuredCPUStats / MeasuredMemStats).
 PERCENT = "Percent"
@@ -361,7 +358,7 @@ def sampler_for(runtime: Runtime) -> Sampler:
 
 
 def task_stream(
-    driver: XcDriver, task_id: str, interval_s: float, nomad_topology: Topology | None
+    driver: TaskSource, task_id: str, interval_s: float, nomad_topology: Topology | None
 ) -> AsyncIterator[TaskStatsSample]:
     """TaskStats for one task of the driver; raises TaskNotFound for an unknown id."""
     entry = driver.task(task_id)

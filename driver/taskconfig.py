@@ -19,7 +19,7 @@ from driver import cty, options
 from driver import hclschema as hs
 from driver import values as val
 from driver.hclschema import ConfigError
-from driver.options import Block, Option, block, hint_of, keys, option
+from driver.options import Block, block, hint_of, keys, option
 from driver.pluginconfig import PluginConfig
 
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -239,7 +239,7 @@ class TaskConfig:
                                   parse=_hostname)
     mounts: tuple[MountSpec, ...] = keys(
         _mounts, mount=Block(MountBlock, many=True),
-        volumes=Option("list(string)", _VOLUMES_HINT, default=[]))
+        volumes=hs.Field("volumes", "list(string)", _VOLUMES_HINT, default=[]))
     jail_params: Mapping[str, str] = option(
         "map(string)", 'write jail_params = { "allow.raw_sockets" = true }', block_attrs=True,
         parse=_jail_params)

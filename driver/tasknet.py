@@ -143,6 +143,10 @@ class TaskNetworks:
     def probe(self) -> NetworkProbe:
         return self.nets.probe()
 
+    def has_leases(self) -> bool:
+        leases = self.state_dir / "net" / "leases"
+        return leases.is_dir() and any(leases.iterdir())
+
 
 def configured(cfg: NetworkConfig) -> bool:
     """Whether the operator wrote anything into the plugin's network block."""

@@ -5,19 +5,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import struct
 import subprocess
 import termios
-import time
 import tty as _tty
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
-
-from jails.errors import ExecTimeout
-from jails.model import ExecResult
 
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
@@ -136,52 +131,3 @@ class InteractiveExec:
         for p in self._cleanup:
             with contextlib.suppress(OSError):
                 p.unlink()
-
-
-def collect_tty(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
-    """Read a tty exec to the end (or kill it at timeout_s) and return its output and code."""
-    assert ie.master_fd is not None
-    deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                ie.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    ie.wait(5)
-                raise ExecTimeout(name, timeout_s, b"".join(chunks), b"")
-            r, _, _ = select.select([ie.master_fd], [], [], remaining)
-            if not r:
-                continue
-            try:
-                data = os.read(ie.master_fd, 65536)
-            except OSError:  # EIO: every slave side is closed, the command is done
-                break
-            if not data:
-                break
-            chunks.append(data)
-        rc = ie.wait(max(deadline - time.monotonic(), 1.0))
-    finally:
-        ie.close()
-    return ExecResult(rc, b"".join(chunks), b"")
-
-
-def collect_pipes(ie: InteractiveExec, name: str, timeout_s: float) -> ExecResult:
-    """Run a pipes exec to the end with stdin closed (or kill it at timeout_s); its output."""
-    proc = ie._proc
-    try:
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            ie.kill()
-            try:
-                out, err = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
-            raise ExecTimeout(name, timeout_s, out, err) from None
-    finally:
-        ie.close()
-    rc = proc.returncode
-    return ExecResult(rc if rc >= 0 else 128 - rc, out, err)

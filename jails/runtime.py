@@ -30,8 +30,8 @@ from jails.errors import (
     SupervisorError,
     WaitTimeout,
 )
-from jails.interactive import InteractiveExec, collect_pipes, collect_tty
-from jails.model import ExecResult, ExitStatus, Usage
+from jails.interactive import InteractiveExec
+from jails.model import ExitStatus, Usage
 from jails.spec import JailSpec, check_host
 from jails.taskdir import (
     TaskDir,
@@ -101,20 +101,6 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def _sample(self, task: TaskDir) -> Usage: ...
-
-    def exec(
-        self,
-        name: str,
-        argv: Sequence[str],
-        timeout_s: float,
-        *,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-    ) -> ExecResult:
-        """Run argv inside the task with stdin closed; its output and exit code. The command is
-        killed after timeout_s (ExecTimeout carries what it printed)."""
-        ie = self.exec_interactive(name, argv, tty=tty, env=env)
-        return collect_tty(ie, name, timeout_s) if tty else collect_pipes(ie, name, timeout_s)
 
     @abc.abstractmethod
     def exec_interactive(

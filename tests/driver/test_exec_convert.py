@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from driver import convert_io
-from driver.execsession import (
+from driver.execmsg import (
     ExecInput,
     ExecOutcome,
     ExecOutput,

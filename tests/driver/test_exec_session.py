@@ -11,11 +11,10 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from driver.execsession import (
+from driver.execmsg import (
     ExecInput,
     ExecOutput,
     ExecProtocolError,
-    ExecSession,
     Exited,
     Output,
     OutputClosed,
@@ -23,11 +22,9 @@ from driver.execsession import (
     Setup,
     StdinClose,
     StdinData,
-    exec_start,
     first_setup,
-    pump_inputs,
-    run_to_completion,
 )
+from driver.execsession import ExecSession, exec_start, pump_inputs, run_to_completion
 from jails import JailSpec, Runtime
 from tests.fixtures.sweep import test_name
 
@@ -103,7 +100,8 @@ async def _collect_until(
 
 
 def _ps(rt: Runtime, task: str) -> str:
-    return rt.exec(task, ["/bin/ps", "-o", "pid,args"], 10).stdout.decode()
+    start = exec_start(rt, task, ["/bin/ps", "-o", "pid,args"], tty=False)
+    return _run(run_to_completion(start, 10)).stdout.decode()
 
 
 def test_tty_shell_session(rt: Runtime, task: str) -> None:

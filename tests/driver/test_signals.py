@@ -6,8 +6,9 @@ import signal
 
 import pytest
 
-from driver.driver import _name_from_task_id, parse_signal
+from driver.driver import parse_signal
 from driver.errors import BadRequest
+from driver.taskstore import name_from_task_id
 
 
 @pytest.mark.parametrize(
@@ -32,4 +33,4 @@ def test_unknown_signal_is_a_bad_request_naming_it(text: str) -> None:
      ("x", None), ("a/b", None), ("/web/1", None)],
 )
 def test_jail_name_from_task_id(task_id: str, name: str | None) -> None:
-    assert _name_from_task_id(task_id) == name
+    assert name_from_task_id(task_id) == name

@@ -31,6 +31,7 @@ from driver.tasknet import (
     request_of,
 )
 from driver.taskspec import NomadTask
+from driver.taskstore import TaskStore
 from jails.net import AllocNetwork, NetworkConfig, NetworkError, NetworkProbe
 from jails.net import PortMapping as JailPort
 from tests.driver.ctyenc import nomad_bytes
@@ -213,9 +214,11 @@ def _record(state_dir: Path, name: str, alloc: str, mode: str) -> None:
 
 
 def test_sweep_keeps_the_networks_of_recorded_tasks(tmp_path: Path) -> None:
-    drv = XcDriver(dataclasses.replace(PluginConfig(), state_dir=str(tmp_path)))
     rec = RecordingNets()
-    drv.networks = rec  # type: ignore[assignment]
+    drv = XcDriver(dataclasses.replace(PluginConfig(), state_dir=str(tmp_path)),
+                   runtime=lambda: None, images=lambda: None,  # type: ignore[arg-type,return-value]
+                   tasks=TaskStore(tmp_path / "driver"), networks=rec)  # type: ignore[arg-type]
+    rec.has_leases = lambda: False  # type: ignore[attr-defined]
     assert drv.sweep_networks() == [] and rec.swept == []  # no lease, no record: nothing to do
     _record(tmp_path, "j1", "alloc-with-net", "bridge")
     _record(tmp_path, "j2", "alloc-on-host", "")

@@ -81,7 +81,8 @@ def config_spec(mode: str) -> hclspec_pb2.Spec:
 
 
 def reference_task_spec() -> hclspec_pb2.Spec:
-    """The worked example of nomad-plugin-protocol.md section 3.5."""
+    """A task spec with a block list, Defaults and block attrs: the shape whose encoding
+    ``tests/rig/test_rig_catches.py`` pins (REFERENCE_MSGPACK)."""
     mount = obj(
         {
             "source": attr("source", "string", True),

@@ -177,7 +177,9 @@ def test_generic_rpc_reaches_the_driver_service(
     assert reply["ok"] is False and "NoSuchCallRequest" in reply["error"]
 
 
-# nomad-plugin-protocol.md section 3.5: the job's config block and the bytes Nomad sends for it.
+# A job's config block under reference_task_spec() and the bytes Nomad sends for it: hcldec fills
+# absent attributes (null, or their Default) and go-cty's msgpack encoding (zclconf/go-cty
+# cty/msgpack) writes the object as a map with sorted keys.
 REFERENCE_JOB_CONFIG = """
 image = "busybox:1.36"
 args  = ["-c", "echo hi"]
