@@ -51,7 +51,7 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, float]:
     configs = {"host": (SLEEPER, None), "bridge": (f"{SLEEPER}\n{BRIDGE}", {"ports": HTTP})}
     for i in range(starts + 1):
         for kind, (config, network) in configs.items():
-            run = nomad.start(config, network=network)
+            run = nomad.start(config, timeout=300, network=network)
             if i > 0:  # the first of each pulls the image / makes the bridge
                 times[kind].append(float(run.reply["start_task_ms"]))
             nomad.destroy(run)
