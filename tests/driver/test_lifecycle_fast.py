@@ -9,6 +9,7 @@ real runc + zfs-fuse are in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,7 +285,7 @@ def test_recover_refuses_what_it_cannot_own(host: Host) -> None:
             await d.recover_task(f"{ALLOC}/web/ffffffff", state.encode())
         # the record says a newer incarnation owns the jail now
         newer = DriverState.decode(host.record().read_bytes())
-        host.plugin().tasks.save(DriverState(**{**newer.__dict__, "task_id": f"{ALLOC}/web/2"}))
+        host.plugin().tasks.save(dataclasses.replace(newer, task_id=f"{ALLOC}/web/2"))
         with pytest.raises(TaskGone, match="now runs"):
             await d.recover_task(state.task_id, state.encode())
         await host.plugin().destroy_task(f"{ALLOC}/web/2", force=True)
