@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
+from jails import _cmd
 from jails.errors import CommandFailed
-from jails.net.config import AllocNetwork, Names
+from jails.net.config import AllocNetwork, Names, NetworkConfig, NetworkError
 from jails.net.leases import Lease
 from jails.net.manager import NetworkProbe, Networks
 
@@ -40,6 +43,21 @@ class FreeBSDNetworks(Networks):
     pfctl_bin, sysctl_bin, route_bin = "/sbin/pfctl", "/sbin/sysctl", "/sbin/route"
 
     _host_ok = False
+
+    def __init__(self, state_root: Path, config: NetworkConfig,
+                 runner: _cmd.InputRunner = _cmd.run, *,
+                 parent_params: Mapping[str, str] | None = None) -> None:
+        """parent_params: jail parameters the parent jails get so that their task jails may
+        have them: kern_jail.c refuses a child any ``allow.*`` its parent lacks, and an
+        ``enforce_statfs`` below its parent's. The parent runs no process, so giving it the
+        operator's allowed ``allow.*`` (and lowest enforce_statfs) grants nothing by itself."""
+        super().__init__(state_root, config, runner)
+        params = dict(parent_params or {})
+        for key in params:
+            if not (key.startswith("allow.") or key == "enforce_statfs"):
+                raise NetworkError("parent_params", f"{key!r}: only allow.* and enforce_statfs "
+                                   "are passed to parent jails")
+        self.parent_params = params
 
     # ---- tools (one place each builds its argv) ------------------------------------------------
 
@@ -94,7 +112,8 @@ class FreeBSDNetworks(Networks):
             argv.append("vnet")
             if lease.mode == "bridge":
                 argv.append(f"vnet.interface={names.host_if}b")
-        return [*argv, "persist", f"children.max={CHILDREN_MAX}"]
+        extra = [f"{k}={v}" for k, v in sorted(self.parent_params.items())]
+        return [*argv, "persist", f"children.max={CHILDREN_MAX}", *extra]
 
     def _create(self, lease: Lease, names: Names) -> None:
         cfg, pj = self.config, names.parent_jail

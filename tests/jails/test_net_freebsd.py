@@ -156,6 +156,18 @@ def test_none_and_alias_tables(rec: NetRecorder, tmp_path: Path) -> None:
     ]
 
 
+def test_parent_jails_carry_what_their_children_may_have(rec: NetRecorder,
+                                                         tmp_path: Path) -> None:
+    n = FreeBSDNetworks(tmp_path / "state", NetworkConfig(), runner=rec, parent_params={
+        "allow.raw_sockets": "1", "enforce_statfs": "1"})
+    n.ensure(ALLOC, "none", task="t")
+    assert rec.calls[0][-3:] == ["children.max=256", "allow.raw_sockets=1", "enforce_statfs=1"]
+    with pytest.raises(NetworkError) as err:
+        FreeBSDNetworks(tmp_path / "s2", NetworkConfig(), runner=rec,
+                        parent_params={"path": "/x"})
+    assert err.value.field == "parent_params"
+
+
 def test_alias_needs_its_options(rec: NetRecorder, tmp_path: Path) -> None:
     with pytest.raises(NetworkError) as err:
         nets(rec, tmp_path).ensure(ALLOC, "alias", task="t")
