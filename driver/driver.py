@@ -32,7 +32,13 @@ from driver.network import write_files as write_network_files
 from driver.ports import Images
 from driver.pull import pull_image
 from driver.state import DriverState, StateError
-from driver.tasknet import DriverNetwork, TaskNetworks, driver_network, request_of
+from driver.tasknet import (
+    DriverNetwork,
+    NetRequest,
+    TaskNetworks,
+    driver_network,
+    request_of,
+)
 from driver.taskspec import ImageDefaults, Node, NomadTask, compose, spec_field
 from driver.taskstore import Outcome, TaskEntry, TaskStore
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
@@ -141,6 +147,7 @@ class XcDriver:
         known = self.tasks.get(nomad.id)
         if known is not None:  # StartTask again for the same id (Nomad retries after a crash)
             return known.state
+        net_req = _net_request(cfg, nomad)  # a bad network request fails before any pull
         name = jail_name(nomad.alloc_id, nomad.name)
         self.tasks.claim(name, nomad.id)
         t0 = time.monotonic()
@@ -150,7 +157,7 @@ class XcDriver:
                 lambda msg, ann: self._event(nomad, msg, ann), self._run)
             t_image = time.monotonic()
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image))
+                                                      image, net_req))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -169,12 +176,10 @@ class XcDriver:
         return state
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
-                        image: zfsimage.Image) -> DriverState:
+                        image: zfsimage.Image, net_req: NetRequest | None) -> DriverState:
         rt, store = self.runtime, self.images
         undo: list[Callable[[], None]] = []
-        group = nomad.network is not None and nomad.network.mode == "group"
         try:
-            net_req = request_of(cfg, group, nomad.ports)
             self._clear_previous(name)
             ic = image.config
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
@@ -442,3 +447,9 @@ def describe(entry: TaskEntry) -> dict[str, str]:
     """InspectTask's driver attributes."""
     return {"jail": entry.name, "image": entry.state.image,
             "image_digest": entry.state.image_digest}
+
+
+def _net_request(cfg: TaskConfig, nomad: NomadTask) -> NetRequest | None:
+    """The network the task asks the driver for (None: the host's or Nomad's group network)."""
+    group = nomad.network is not None and nomad.network.mode == "group"
+    return request_of(cfg, group, nomad.ports)

@@ -3,6 +3,7 @@ DriverNetwork, the conversions, the config options, errors, fingerprint and swee
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from driver.config import (
     TASK_SCHEMA,
     ConfigError,
     PluginConfig,
+    TaskConfig,
     decode_plugin_config,
     decode_task_config,
 )
 from driver.driver import XcDriver
 from driver.errors import StartFailed
 from driver.fingerprint import compute
+from driver.network import NomadNetwork
 from driver.state import DriverState
 from driver.tasknet import (
     DriverNetwork,
@@ -32,9 +35,11 @@ from driver.tasknet import (
 )
 from driver.taskspec import NomadTask
 from driver.taskstore import TaskStore
+from jails.errors import JailError
 from jails.net import AllocNetwork, NetworkConfig, NetworkError, NetworkProbe
 from jails.net import PortMapping as JailPort
 from tests.driver.ctyenc import nomad_bytes
+from tests.driver.fakes import FakeImages, FakeRuntime
 
 HTTP = NomadPort("http", 23456, 8080, "127.0.0.1")
 
@@ -224,3 +229,103 @@ def test_sweep_keeps_the_networks_of_recorded_tasks(tmp_path: Path) -> None:
     _record(tmp_path, "j2", "alloc-on-host", "")
     drv.sweep_networks()
     assert rec.swept == [{"alloc-with-net"}]
+
+
+# ---- the lifecycle with an in-memory runtime, image store and networks ----
+
+
+class FakeNetworks:
+    """TaskNetworks in memory: one AllocNetwork per alloc, its holders, failures on demand."""
+
+    def __init__(self) -> None:
+        self.nets: dict[str, AllocNetwork] = {}
+        self.holders: dict[str, set[str]] = {}
+        self.fail_ensure: Exception | None = None
+
+    def ensure(self, alloc_id: str, task: str, req: NetRequest) -> AllocNetwork:
+        if self.fail_ensure is not None:
+            raise self.fail_ensure
+        net = self.nets.setdefault(alloc_id, AllocNetwork(
+            alloc_id, req.mode, "10.9.0.2" if req.mode == "bridge" else "", 24, "10.9.0.1",
+            ports=req.ports, netns_path=f"/var/run/netns/xc-{alloc_id[:8]}"))
+        self.holders.setdefault(alloc_id, set()).add(task)
+        return net
+
+    def release(self, alloc_id: str, task: str) -> None:
+        left = self.holders.get(alloc_id, set()) - {task}
+        self.holders[alloc_id] = left
+        if not left:
+            self.nets.pop(alloc_id, None)
+            self.holders.pop(alloc_id, None)
+
+    def get(self, alloc_id: str) -> AllocNetwork | None:
+        return self.nets.get(alloc_id)
+
+
+ALLOC = "0b5c4d3e-1111-2222-3333-444455556666"
+
+
+def lifecycle(tmp_path: Path) -> tuple[XcDriver, FakeRuntime, FakeImages, FakeNetworks]:
+    rt, images, nets = FakeRuntime(), FakeImages(tmp_path / "images"), FakeNetworks()
+    drv = XcDriver(dataclasses.replace(PluginConfig(), state_dir=str(tmp_path)),
+                   runtime=lambda: rt, images=lambda: images,  # type: ignore[arg-type,return-value]
+                   tasks=TaskStore(tmp_path / "driver"), networks=nets)  # type: ignore[arg-type]
+    return drv, rt, images, nets
+
+
+def nomad_task(tmp_path: Path, name: str = "web", group: bool = False) -> NomadTask:
+    return NomadTask(id=f"{ALLOC}/{name}/1a2b3c4d", name=name, alloc_id=ALLOC,
+                     alloc_dir=str(tmp_path / "alloc"), stdout_path="/dev/null",
+                     stderr_path="/dev/null", ports=(HTTP,),
+                     network=NomadNetwork("group", "/var/run/netns/x") if group else None)
+
+
+BRIDGE_TASK = TaskConfig(image="registry.example/busybox:1.36", network_mode="bridge",
+                         ports=("http",))
+
+
+def test_bridge_tasks_share_the_allocs_network_until_the_last_is_destroyed(
+        tmp_path: Path) -> None:
+    drv, rt, _, nets = lifecycle(tmp_path)
+
+    async def scenario() -> None:
+        web = await drv.start_task(nomad_task(tmp_path, "web"), BRIDGE_TASK)
+        side = await drv.start_task(nomad_task(tmp_path, "side"), BRIDGE_TASK)
+        assert web.network_mode == "bridge"
+        spec = rt.jails[web.name].spec
+        assert (spec.network, spec.netns_path) == ("netns", f"/var/run/netns/xc-{ALLOC[:8]}")
+        assert await drv.driver_network(web) == DriverNetwork("10.9.0.2", {"http": 8080})
+        await drv.destroy_task(web.task_id, force=True)
+        assert ALLOC in nets.nets  # the side task still holds it
+        await drv.destroy_task(side.task_id, force=True)
+        assert ALLOC not in nets.nets
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_start_releases_the_network_it_took(tmp_path: Path) -> None:
+    drv, rt, images, nets = lifecycle(tmp_path)
+    rt.fail("start", JailError("runc failed"))
+    with pytest.raises(StartFailed):
+        asyncio.run(drv.start_task(nomad_task(tmp_path), BRIDGE_TASK))
+    assert nets.nets == {} and images.clones == set()
+    assert not list((tmp_path / "driver").glob("*.json"))
+
+
+def test_a_bad_network_request_fails_before_the_image_is_pulled(tmp_path: Path) -> None:
+    drv, _, images, nets = lifecycle(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(drv.start_task(nomad_task(tmp_path, group=True), BRIDGE_TASK))
+    assert info.value.field == "config.network_mode"
+    assert images.pulls == [] and nets.nets == {}
+
+
+def test_an_exhausted_pool_is_one_error_naming_the_option_and_leaves_nothing(
+        tmp_path: Path) -> None:
+    drv, _, images, nets = lifecycle(tmp_path)
+    nets.fail_ensure = _start_error(NetworkError("network.ipv4_pool",
+                                                 "no free address in 10.9.0.0/30"))
+    with pytest.raises(StartFailed) as info:
+        asyncio.run(drv.start_task(nomad_task(tmp_path), BRIDGE_TASK))
+    assert "network.ipv4_pool" in str(info.value) and info.value.recoverable
+    assert images.clones == set() and not list((tmp_path / "driver").glob("*.json"))
