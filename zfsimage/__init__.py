@@ -4,7 +4,7 @@ Never imports grpc, plugin_proto or driver.
 """
 
 from zfsimage.auth import RegistryAuth
-from zfsimage.extract import LayerLimits
+from zfsimage.limits import LayerLimits
 from zfsimage.manifest import ImageConfig
 from zfsimage.platform import Platform
 from zfsimage.probe import DatasetProbe, probe_dataset

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 
 from zfsimage.auth import RegistryAuth
 from zfsimage.errors import ImageError
+from zfsimage.limits import LayerLimits, limit_options, option_name, parse_size
 from zfsimage.registry import RegistryOptions
 from zfsimage.store import ImageStore, PullProgress, StoreConfig, config_json
 
@@ -88,12 +90,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="read the registry password from stdin")
     p.add_argument("--docker-config", type=Path, help="Docker config.json with credentials")
     p.add_argument("-q", "--quiet", action="store_true")
+    _limit_arguments(p)
     p = sub.add_parser("import", help="import an OCI image layout directory or archive")
     p.add_argument("path", type=Path)
     p.add_argument("reference", help="the name to give the image")
     p.add_argument("--name", help="ref.name annotation of the entry in index.json")
     p.add_argument("--platform")
     p.add_argument("-q", "--quiet", action="store_true")
+    _limit_arguments(p)
     sub.add_parser("list", help="list images").add_argument("--json", action="store_true")
     p = sub.add_parser("inspect", help="show an image's config and layers")
     p.add_argument("reference")
@@ -103,6 +107,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, help="seconds an untagged image is kept (default: "
                    "the configured delay)")
     return ap
+
+
+def _limit_arguments(p: argparse.ArgumentParser) -> None:
+    """One --max-... option per LayerLimits field; sizes take K/M/G/T suffixes."""
+    g = p.add_argument_group("limits (raise them for images you trust)")
+    for name, help_, size, typ in limit_options():
+        conv = parse_size if size else typ
+        g.add_argument(option_name(name), dest=f"limit_{name}", type=conv, help=help_,
+                       metavar="SIZE" if size else ("N" if typ is not str else "WORD"))
+
+
+def _limits(args: argparse.Namespace) -> LayerLimits:
+    given = {k[len("limit_"):]: v for k, v in vars(args).items()
+             if k.startswith("limit_") and v is not None}
+    try:
+        return LayerLimits(**given)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from exc
 
 
 def _store(args: argparse.Namespace, docker_config: Path | None = None) -> ImageStore:
@@ -121,7 +143,7 @@ def _store(args: argparse.Namespace, docker_config: Path | None = None) -> Image
     dc = docker_config or (Path(conf["config"]) if conf.get("config") else None)
     cfg = StoreConfig(dataset=str(dataset), mount_root=Path(mount_root),
                       registry=RegistryOptions(insecure_registries=insecure),
-                      docker_config=dc)
+                      docker_config=dc, limits=_limits(args))
     if args.cmd == "gc" and args.delay is None and conf.get("image_gc_delay"):
         cfg = StoreConfig(**{**cfg.__dict__, "gc_delay_s": float(conf["image_gc_delay"])})
     return ImageStore(cfg)
@@ -143,6 +165,13 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None,
     except KeyboardInterrupt:
         print("error: interrupted", file=err)
         return 130
+    except Exception as exc:  # a bug, not bad input: the traceback goes to the log
+        logging.getLogger("nomad-driver-xc.image").debug("unexpected error", exc_info=True)
+        print(f"error: internal error ({type(exc).__name__}: {str(exc)[:200]!r}); run with "
+              "XC_DEBUG=1 for the traceback", file=err)
+        if os.environ.get("XC_DEBUG"):
+            logging.getLogger("nomad-driver-xc.image").error("traceback", exc_info=True)
+        return 70
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -15,7 +15,7 @@ class ImageError(Exception):
     transient: bool = False
 
 
-class ReferenceError_(ImageError):
+class BadReference(ImageError):
     """An image reference string that cannot be parsed."""
 
 
@@ -52,6 +52,19 @@ class UnsafeLayer(ImageError):
     """A layer entry would have escaped the rootfs or broken a limit; extraction stopped."""
 
 
+class CorruptLayer(UnsafeLayer):
+    """The layer is not a valid (compressed) tar stream."""
+
+
+class LimitExceeded(UnsafeLayer):
+    """An image went over one of the operator's limits; ``limit`` names the option that
+    raises it (a ``LayerLimits`` field, ``--max-...`` in the CLI)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class ImageInUse(ImageError):
     """An image or layer cannot be removed because a task rootfs still depends on it."""
 
@@ -73,3 +86,11 @@ class ZfsNotFound(ZfsError):
 
 class ZfsBusy(ZfsError):
     """zfs reported the dataset busy even after retries."""
+
+
+class ZfsExists(ZfsError):
+    """The dataset a create or clone names exists already."""
+
+
+class ZfsHasDependents(ZfsError):
+    """A destroy was refused because clones or children depend on the dataset."""

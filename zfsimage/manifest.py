@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zfsimage.errors import DigestMismatch, ImageError, ImageNotFound
+from zfsimage.names import printable
 from zfsimage.platform import Platform
 from zfsimage.reference import check_digest
 
@@ -117,8 +118,9 @@ def parse_descriptor(obj: Any, what: str) -> Descriptor:
     if isinstance(p, dict):
         plat = (str(p.get("os", "")), str(p.get("architecture", "")),
                 str(p["variant"]) if p.get("variant") else None)
-    urls = obj.get("urls") or ()
-    return Descriptor(str(mt), str(digest), size, plat, tuple(str(u) for u in urls))
+    urls = obj.get("urls")
+    return Descriptor(str(mt), str(digest), size, plat,
+                      tuple(str(u) for u in urls) if isinstance(urls, list) else ())
 
 
 def media_type_of(data: bytes, content_type: str | None) -> str:
@@ -159,7 +161,7 @@ def select_platform(entries: list[Descriptor], want: Platform) -> Descriptor:
         os_, arch, variant = d.platform
         if os_ == "unknown" and arch == "unknown":
             continue
-        seen.append(f"{os_}/{arch}" + (f"/{variant}" if variant else ""))
+        seen.append(printable(f"{os_}/{arch}" + (f"/{variant}" if variant else "")))
         if want.matches(os_, arch, variant):
             return d
     raise ImageNotFound(f"image has no manifest for platform {want}; available: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zfsimage.errors import InvalidName, ReferenceError_
+from zfsimage.errors import BadReference, InvalidName
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -60,17 +60,17 @@ class Reference:
 
 
 def parse_reference(ref: str) -> Reference:
-    """Parse with Docker's normalisation; raise ReferenceError_ naming the bad part."""
+    """Parse with Docker's normalisation; raise BadReference naming the bad part."""
     if not isinstance(ref, str) or not ref.strip():
-        raise ReferenceError_("image reference is empty; set `image` to e.g. alpine:3.20")
+        raise BadReference("image reference is empty; set `image` to e.g. alpine:3.20")
     s = ref.strip()
     if len(s) > 512 or any(c.isspace() for c in s):
-        raise ReferenceError_(f"image reference {ref!r} contains whitespace or is too long")
+        raise BadReference(f"image reference {ref!r} contains whitespace or is too long")
     digest = None
     if "@" in s:
         s, digest = s.split("@", 1)
         if not _DIGEST_RE.match(digest):
-            raise ReferenceError_(
+            raise BadReference(
                 f"image reference {ref!r} has an invalid digest {digest!r}; "
                 "expected @sha256:<64 lowercase hex>")
     registry = DOCKER_HUB
@@ -79,7 +79,7 @@ def parse_reference(ref: str) -> Reference:
     if sep and ("." in first or ":" in first or first == "localhost"):
         registry, rest = first, remainder
         if not _HOST_RE.match(registry):
-            raise ReferenceError_(f"image reference {ref!r} has an invalid registry host "
+            raise BadReference(f"image reference {ref!r} has an invalid registry host "
                                   f"{registry!r}")
     if registry in ("index.docker.io", "registry-1.docker.io"):
         registry = DOCKER_HUB
@@ -89,15 +89,15 @@ def parse_reference(ref: str) -> Reference:
     if colon > last_slash:
         rest, tag = rest[:colon], rest[colon + 1:]
         if not _TAG_RE.match(tag):
-            raise ReferenceError_(f"image reference {ref!r} has an invalid tag {tag!r}")
+            raise BadReference(f"image reference {ref!r} has an invalid tag {tag!r}")
     if registry == DOCKER_HUB and "/" not in rest:
         rest = f"library/{rest}"
     if not rest or not _NAME_RE.match(rest):
         hint = " (repository names must be lowercase)" if rest.lower() != rest else ""
-        raise ReferenceError_(f"image reference {ref!r} has an invalid repository name "
+        raise BadReference(f"image reference {ref!r} has an invalid repository name "
                               f"{rest!r}{hint}")
     if len(registry) + 1 + len(rest) > 255:
-        raise ReferenceError_(f"image reference {ref!r} is longer than 255 characters")
+        raise BadReference(f"image reference {ref!r} is longer than 255 characters")
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, rest, tag, digest)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from zfsimage.errors import ZfsBusy, ZfsError, ZfsNotFound
+from zfsimage.errors import ZfsBusy, ZfsError, ZfsExists, ZfsHasDependents, ZfsNotFound
 
 ZFS = "zfs"
 ZPOOL = "zpool"
@@ -36,8 +36,10 @@ _MOUNTING = {ZFS: frozenset({"create", "clone", "mount", "rename", "receive", "r
                              "inherit"}),
              ZPOOL: frozenset({"create", "import"})}
 
-_NOT_FOUND = ("dataset does not exist", "could not find any snapshots", "no such pool")
+_NOT_FOUND = ("does not exist", "could not find any snapshots", "no such pool")
 _BUSY = ("dataset is busy", "pool or dataset is busy", "device busy", "is busy")
+_EXISTS = ("already exists",)
+_DEPENDENTS = ("dependent clones", "has children")
 
 
 def available() -> str | None:
@@ -51,6 +53,10 @@ def _classify(argv: list[str], rc: int, stderr: str) -> ZfsError:
         return ZfsNotFound(argv, rc, stderr)
     if any(s in low for s in _BUSY):
         return ZfsBusy(argv, rc, stderr)
+    if any(s in low for s in _EXISTS):
+        return ZfsExists(argv, rc, stderr)
+    if any(s in low for s in _DEPENDENTS):
+        return ZfsHasDependents(argv, rc, stderr)
     return ZfsError(argv, rc, stderr)
 
 

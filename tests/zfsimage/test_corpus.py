@@ -1,4 +1,4 @@
-"""Malicious-layer corpus (oci-zfs-jails.md §3.5), built in code.
+"""Malicious-layer corpus (OCI image-spec layer.md: changesets, whiteouts), built in code.
 
 Each case applies one or more layers to ``root`` inside a sandbox and ends in a clear error or a
 neutralised entry; in every case the test asserts that nothing outside the root changed: the

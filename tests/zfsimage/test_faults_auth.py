@@ -16,9 +16,9 @@ from tests.zfsimage.faultproxy import FaultProxy
 from zfsimage import RegistryAuth, zfs
 from zfsimage.errors import (
     AuthError,
+    BadReference,
     DigestMismatch,
     ImageNotFound,
-    ReferenceError_,
     RegistryUnavailable,
 )
 
@@ -104,7 +104,7 @@ def test_not_found_and_bad_reference(make_store, registry) -> None:
     store = make_store(insecure=[registry.host])
     with pytest.raises(ImageNotFound):
         store.ensure_image(f"{registry.host}/no/such:tag")
-    with pytest.raises(ReferenceError_) as ei:
+    with pytest.raises(BadReference) as ei:
         store.ensure_image("Bad/Upper:tag")
     assert "Bad/Upper" in str(ei.value)
 

@@ -12,7 +12,7 @@ import pytest
 
 from zfsimage.auth import RegistryAuth, from_docker_config, parse_challenge
 from zfsimage.digest import chain_ids
-from zfsimage.errors import AuthError, ImageNotFound, InvalidName, ReferenceError_
+from zfsimage.errors import AuthError, BadReference, ImageNotFound, InvalidName
 from zfsimage.manifest import (
     DOCKER_LIST,
     OCI_INDEX,
@@ -59,7 +59,7 @@ def test_reference_parts() -> None:
                                  "alpine@sha256:abc", "alpine@sha256:" + "A" * 64,
                                  "alpine@sha256:../../x", "a//b", "-x", "x" * 300])
 def test_reference_rejects(bad: str) -> None:
-    with pytest.raises(ReferenceError_) as ei:
+    with pytest.raises(BadReference) as ei:
         parse_reference(bad)
     assert "\n" not in str(ei.value)
 
