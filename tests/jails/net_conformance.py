@@ -20,6 +20,7 @@ import pytest
 
 from jails import JailSpec, Runtime
 from jails.net import AllocNetwork, Networks, PortMapping
+from tests.fixtures.execs import run_in
 from tests.fixtures.sweep import test_name
 
 A = "a1a1a1a1-0000-4000-8000-00000000000a"
@@ -72,7 +73,7 @@ class NetworkConformance:
     def fetch(rt: Runtime, name: str, url: str) -> str:
         deadline = time.monotonic() + 10
         while True:
-            res = rt.exec(name, ["/bin/busybox", "wget", "-q", "-O", "-", url], 10)
+            res = run_in(rt, name, ["/bin/busybox", "wget", "-q", "-O", "-", url], 10)
             if res.exit_code == 0 or time.monotonic() > deadline:
                 return res.stdout.decode()
             time.sleep(0.1)

@@ -22,6 +22,7 @@ from jails import Runtime
 from jails.net import AllocNetwork, NetworkConfig, Networks
 from jails.net.freebsdnet import FreeBSDNetworks
 from jails.net.linuxnet import LinuxNetworks
+from tests.fixtures.execs import run_in
 from tests.fixtures.fakefreebsd import FakeFreeBSDHost
 from tests.fixtures.fakefreebsdnet import FakeFreeBSDNet
 from tests.fixtures.network import (
@@ -86,7 +87,7 @@ class TestLinuxNetworks(NetworkConformance):
                 time.sleep(0.1)
 
     def stack_interfaces(self, rt: Runtime, name: str, net: AllocNetwork) -> set[str]:
-        out = rt.exec(name, ["/bin/cat", "/proc/net/dev"], 10).stdout.decode()
+        out = run_in(rt, name, ["/bin/cat", "/proc/net/dev"], 10).stdout.decode()
         return {line.split(":")[0].strip() for line in out.splitlines()[2:]}
 
     def assert_nothing_left(self, nets: Networks) -> None:
