@@ -15,8 +15,8 @@ pytest_plugins = [
     "tests.fixtures.rootfs",
     "tests.fixtures.runc",
     "tests.fixtures.plugin",
+    "tests.fixtures.network",  # before nomad, which imports it
     "tests.fixtures.nomad",
-    "tests.fixtures.network",
 ]
 
 

@@ -24,10 +24,11 @@ const netnsDir = "/var/run/netns"
 
 // NetworkSpec is a group's network block as tests and run-job give it.
 type NetworkSpec struct {
-	Mode     string   `json:"mode"`     // "host" (or empty), "bridge", "none"
-	Netns    string   `json:"netns"`    // namespace name under /var/run/netns (default: alloc id)
-	Hostname string   `json:"hostname"` // default: the first 8 characters of the alloc id
-	DNS      *DNSSpec `json:"dns"`
+	Mode     string     `json:"mode"`     // "host" (or empty), "bridge", "none"
+	Netns    string     `json:"netns"`    // namespace name under /var/run/netns (default: alloc id)
+	Hostname string     `json:"hostname"` // default: the first 8 characters of the alloc id
+	DNS      *DNSSpec   `json:"dns"`
+	Ports    []PortSpec `json:"ports"` // port "<label>" { static, to } (ports.go)
 }
 
 type DNSSpec struct {
