@@ -1,6 +1,6 @@
 package main
 
-// The Nomad client's part of a group network (nomad-plugin-protocol.md §4.14): for a group
+// The Nomad client's part of a group network (Nomad's client/allocrunner network hooks): for a group
 // `network { mode = "bridge" | "none" }` the client itself creates the alloc's network namespace
 // at /var/run/netns/<name> before any task starts, and hands every task of the group
 // network_isolation_spec{mode GROUP, path, hostsConfig} (+ dns from a `dns {}` block). The rig

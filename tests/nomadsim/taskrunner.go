@@ -4,7 +4,7 @@ package main
 // their copy into rotated files (logmon), the TaskConfig (taskrunner's buildTaskConfig and the
 // env builder for fs_isolation = image), StartTask, and the kill sequence (StopTask with the
 // task's kill_signal and kill_timeout, WaitTask, DestroyTask(force)). The facts come from
-// nomad-plugin-protocol.md §4.1-§4.13; no Nomad code is used.
+// Nomad's task driver plugin documentation and the client's behaviour; no Nomad code is used.
 //
 // serve commands: run_task_start, run_task_stop, run_task_destroy, run_task_recover,
 // run_task_get (see README.md).
