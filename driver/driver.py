@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal as signals
 import threading
@@ -24,34 +23,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import zfsimage
-from driver.config import ConfigError, PluginConfig, TaskConfig
-from driver.errors import BadRequest, StartFailed, TaskConflict, TaskGone
+from driver.config import PluginConfig, TaskConfig
+from driver.errors import BadRequest, TaskConflict, TaskGone
 from driver.events import EventBus, TaskEvent
-from driver.hostpaths import resolve_mount_sources, resolve_nomad_paths
-from driver.network import write_files as write_network_files
 from driver.ports import Images
-from driver.pull import image_failure, pull_image
+from driver.pull import pull_image
+from driver.starting import Starter, net_request
 from driver.state import DriverState, StateError
-from driver.tasknet import (
-    DriverNetwork,
-    NetRequest,
-    TaskNetworks,
-    driver_network,
-    request_of,
-)
-from driver.taskspec import (
-    ImageDefaults,
-    Node,
-    NomadTask,
-    abi_of,
-    compose,
-    disk_quota_of,
-    spec_field,
-)
+from driver.tasknet import DriverNetwork, NetRequest, TaskNetworks, driver_network
+from driver.taskspec import Node, NomadTask, abi_of
 from driver.taskstore import Outcome, TaskEntry, TaskStore
 from jails import ExitStatus, JailNotFound, Runtime, jail_name
-from jails.errors import JailError, NotRunning, SpecError
-from zfsimage.errors import ImageError, QuotaTooSmall
+from jails.errors import JailError, NotRunning
 
 __all__ = ["Outcome", "TaskEntry", "XcDriver", "describe", "parse_signal"]
 
@@ -155,7 +138,7 @@ class XcDriver:
         known = self.tasks.get(nomad.id)
         if known is not None:  # StartTask again for the same id (Nomad retries after a crash)
             return known.state
-        net_req = _net_request(cfg, nomad)  # a bad network request fails before any pull
+        net_req = net_request(cfg, nomad)  # a bad network request fails before any pull
         name = jail_name(nomad.alloc_id, nomad.name)
         self.tasks.claim(name, nomad.id)
         t0 = time.monotonic()
@@ -190,76 +173,9 @@ class XcDriver:
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
                         image: zfsimage.Image, abi: str,
                         net_req: NetRequest | None) -> DriverState:
-        rt, store = self.runtime, self.images
-        undo: list[Callable[[], None]] = []
-        try:
-            self._clear_previous(name)
-            ic = image.config
-            defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
-                                     ic.working_dir, ic.user)
-            predicted = store.mount_root / "tasks" / name
-            placed = resolve_nomad_paths(nomad)  # its task_dir is resolved
-            cfg = resolve_mount_sources(cfg, placed.task_dir,
-                                        self.config.volumes.allowed_host_paths)
-            spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
-                           nomad=placed, plugin=self.config, node=self._node(), abi=abi)
-            quota = disk_quota_of(cfg, self.config)
-            state = DriverState(
-                task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
-                rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
-                started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
-                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
-                disk_bytes=quota or 0, network_mode=net_req.mode if net_req else "")
-            # The record goes first: whenever a clone or jail of this name may exist, a record
-            # says whose it is (what _clear_previous and destroy of a lost handle rely on).
-            undo.append(lambda: self.tasks.forget(name))
-            self.tasks.save(state)
-            undo.append(lambda: store.destroy_rootfs(name))
-            rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
-            if rootfs != spec.rootfs:
-                spec = dataclasses.replace(spec, rootfs=rootfs)
-            if net_req is not None:
-                nets = self.networks
-                undo.append(lambda: nets.release(nomad.alloc_id, nomad.name))
-                alloc = nets.ensure(nomad.alloc_id, nomad.name, net_req)
-                joins: dict[str, Any] = dict(alloc.jail_spec_fields())
-                spec = dataclasses.replace(spec, **joins)
-            write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
-            inside = placed.task_dir.rstrip("/") + "/"
-            for m in spec.mounts:
-                # A relative source (config.mount/volumes) lives in Nomad's task dir, which the
-                # task owns: create it like docker does for a missing bind source (a file there,
-                # e.g. a template or the network files above, is bound as it is).
-                if str(m.source).startswith(inside) and not m.source.exists():
-                    m.source.mkdir(parents=True, exist_ok=True)
-            handle = rt.start(spec)
-            return dataclasses.replace(state, started_at=handle.started_at)
-        except BaseException as exc:
-            for fn in reversed(undo):
-                try:
-                    fn()
-                except Exception:  # keep undoing; the original error is what matters
-                    log.exception("undo after a failed start failed", extra={"jail": name})
-            err = _start_error(exc, cfg, nomad)
-            if err is exc:
-                raise
-            raise err from exc
-
-    def _clear_previous(self, name: str) -> None:
-        """Remove what an earlier incarnation of this alloc's task left behind. Nomad starts a
-        task only when it holds no live handle for it, and start_task has already refused a
-        live one this plugin knows, so a jail still running here is an orphan (a start whose
-        caller went away, a handle Nomad dropped): it goes too."""
-        rt = self.runtime
-        recorded = self.tasks.recorded(name)
-        if rt.exists(name):
-            log.warning("removing a previous incarnation of the task",
-                        extra={"jail": name, "status": rt.status(name)})
-            rt.destroy(name)
-        elif not recorded:
-            return  # no record, no jail: no clone either (the record is written first)
-        self.images.destroy_rootfs(name)
-        self.tasks.forget(name)
+        starter = Starter(self.config, self.runtime, self.images, self.tasks, self.networks,
+                          self._node)
+        return starter.start(nomad, cfg, name, image, abi, net_req)
 
     def _discard_started(self, fut: asyncio.Future[DriverState]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -443,23 +359,6 @@ class XcDriver:
         return entry
 
 
-def _start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseException:
-    """The error StartTask reports for what failed a start (the config's field when it was the
-    config, recoverable when the cause is transient)."""
-    if isinstance(exc, ConfigError | StartFailed):
-        return exc
-    if isinstance(exc, SpecError):
-        return ConfigError(spec_field(exc.field), exc.message, "fix the task config")
-    if isinstance(exc, QuotaTooSmall):
-        return ConfigError("config.storage_opt.size", str(exc),
-                           "raise storage_opt size (or the plugin's default_limits disk)")
-    if isinstance(exc, ImageError):
-        return image_failure(cfg.image, exc)
-    if isinstance(exc, JailError):
-        return StartFailed(f"task {nomad.name!r} could not start: {exc}", recoverable=False)
-    return exc
-
-
 def describe(entry: TaskEntry) -> dict[str, str]:
     """InspectTask's driver attributes."""
     attrs = {"jail": entry.name, "image": entry.state.image,
@@ -468,8 +367,3 @@ def describe(entry: TaskEntry) -> dict[str, str]:
         attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
     return attrs
 
-
-def _net_request(cfg: TaskConfig, nomad: NomadTask) -> NetRequest | None:
-    """The network the task asks the driver for (None: the host's or Nomad's group network)."""
-    group = nomad.network is not None and nomad.network.mode == "group"
-    return request_of(cfg, group, nomad.ports)

@@ -12,9 +12,7 @@ blocks) and layer counts are small (and bounded by ``LayerLimits.max_layers``).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from zfsimage.errors import ZfsError, ZfsHasDependents
 from zfsimage.extract import apply_layer
 from zfsimage.images import PullProgress
 from zfsimage.limits import LayerLimits
-from zfsimage.locks import StoreLocks
+from zfsimage.locks import StoreLocks, spool_file
 from zfsimage.manifest import Descriptor
 
 PROP = "xc"                       # user property namespace: xc:chainid, ...
@@ -139,15 +137,12 @@ class LayerStore:
                     emit(PullProgress(refname, "download", i + 1, total, cached, done[0],
                                       bytes_total))
 
-                spool = self.mount_root / "spool" / f"p{os.getpid()}-{uuid.uuid4().hex}"
-                try:
+                with spool_file(self.mount_root / "spool") as spool:
                     fetch(desc, spool, cb)
                     emit(PullProgress(refname, "extract", i + 1, total, cached, done[0],
                                       bytes_total))
                     self._build(cid, cids[i - 1] if i else None, diff_ids[i], desc, spool,
                                 f"layer {i + 1}/{total} ({desc.digest})")
-                finally:
-                    spool.unlink(missing_ok=True)
         return PullProgress(refname, "done", total, total, cached, done[0], bytes_total)
 
     def _build(self, cid: str, parent: str | None, diff_id: str, desc: Descriptor, blob: Path,

@@ -17,8 +17,6 @@ and layout sources), ``Collector`` (GC and removal), ``StoreLocks``.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from zfsimage.errors import InvalidName, RegistryUnavailable, ZfsError
 from zfsimage.gc import Collector
 from zfsimage.images import GcReport, Image, PullProgress, config_json, image_from
 from zfsimage.layers import LayerStore
-from zfsimage.locks import StoreLocks
+from zfsimage.locks import StoreLocks, remove_leftover_spool
 from zfsimage.platform import Platform
 from zfsimage.probe import valid_dataset_name
 from zfsimage.puller import Puller
@@ -91,12 +89,10 @@ class ImageStore:
 
     def recover(self) -> list[str]:
         """Remove what a crash left half-done: layer datasets without their commit snapshot
-        (unless another live pull holds their lock), spool files and temp records."""
+        (unless another live pull holds their lock), spool files no live pull holds (its lock
+        says so) and temp records."""
         removed = self.layers.recover()
-        for p in (self.mount_root / "spool").iterdir():
-            with contextlib.suppress(OSError):
-                if p.is_file() and not _spool_owner_alive(p.name):
-                    p.unlink()
+        remove_leftover_spool(self.mount_root / "spool")
         self.records.clean_temp()
         return removed
 
@@ -186,18 +182,3 @@ class ImageStore:
         """Remove untagged images unused for ``delay_s``, then layer chains nothing needs."""
         return self.collector.gc(delay_s, now)
 
-
-def _spool_owner_alive(name: str) -> bool:
-    m = re.match(r"^p(\d+)-", name)
-    if not m:
-        return False
-    pid = int(m.group(1))
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

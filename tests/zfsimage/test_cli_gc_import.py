@@ -14,6 +14,7 @@ from tests.fixtures import images as im
 from zfsimage import zfs
 from zfsimage.cli import main
 from zfsimage.errors import ImageInUse
+from zfsimage.locks import remove_leftover_spool, spool_file
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
@@ -117,6 +118,43 @@ def test_recover_removes_half_done_layer(make_store, registry) -> None:
     assert not zfs.exists(half)
     assert list((store.mount_root / "spool").iterdir()) == []
     assert again.ensure_image(ref).chain_id
+
+
+
+def test_recover_keeps_spool_files_a_live_pull_holds(make_store) -> None:
+    """A spool file is a leftover when no pull holds its lock: one held by another process or
+    by a pull of this very process survives recovery, an unlocked one goes."""
+    import sys
+
+    store = make_store()
+    spool = store.mount_root / "spool"
+    other = spool / "held-by-another-process"
+    other.write_bytes(b"partial")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys\n"
+         "f = open(sys.argv[1], 'rb')\n"
+         "fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n", str(other)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        dead = spool / "p999999-dead"          # a crashed pull's (any name: the lock decides)
+        dead.write_bytes(b"partial")
+        with spool_file(spool) as mine:
+            mine.write_bytes(b"being written")
+            removed = remove_leftover_spool(spool)
+            assert removed == [dead]
+            assert sorted(p.name for p in spool.iterdir()) == sorted([other.name, mine.name])
+            type(store)(store.cfg)             # a new store's recovery keeps them too
+            assert mine.read_bytes() == b"being written" and other.exists()
+        assert not mine.exists()               # the pull removes its own file when done
+    finally:
+        holder.kill()
+        holder.wait()
+    type(store)(store.cfg)                     # the holder is gone: its file is a leftover now
+    assert list(spool.iterdir()) == []
 
 
 def test_two_processes_pull_once(make_store, registry) -> None:
