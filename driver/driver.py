@@ -156,8 +156,9 @@ class XcDriver:
             if abi == "linux":
                 self._event(nomad, f"Image {image.built_for} runs under FreeBSD's Linux ABI "
                             "(linux64)", {"image": cfg.image, "abi": "linux64"})
+            steps: dict[str, float] = {}  # the blocking part's own split, for the log line
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image, abi))
+                                                      image, abi, steps))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -172,12 +173,17 @@ class XcDriver:
         log.info("task started", extra={"task_id": state.task_id, "jail": name,
                                         "image": state.image_digest,
                                         "image_ms": round((t_image - t0) * 1000, 1),
-                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1)})
+                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1),
+                                        **steps})
         return state
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
-                        image: zfsimage.Image, abi: str) -> DriverState:
+                        image: zfsimage.Image, abi: str,
+                        steps: dict[str, float] | None = None) -> DriverState:
+        """``steps`` gets the ms of each part (spec and record, clone, runtime start)."""
         rt, store = self.runtime, self.images
+        split = steps if steps is not None else {}
+        t = time.monotonic()
         undo: list[Callable[[], None]] = []
         try:
             self._clear_previous(name)
@@ -202,7 +208,9 @@ class XcDriver:
             undo.append(lambda: self.tasks.forget(name))
             self.tasks.save(state)
             undo.append(lambda: store.destroy_rootfs(name))
+            t_clone = time.monotonic()
             rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
+            t_cloned = time.monotonic()
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
             write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
@@ -213,7 +221,10 @@ class XcDriver:
                 # e.g. a template or the network files above, is bound as it is).
                 if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
+            t_run = time.monotonic()
             handle = rt.start(spec)
+            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(t_cloned - t_clone),
+                         files_ms=_ms(t_run - t_cloned), runtime_ms=_ms(time.monotonic() - t_run))
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
             for fn in reversed(undo):
@@ -425,3 +436,7 @@ def describe(entry: TaskEntry) -> dict[str, str]:
     if entry.state.disk_bytes:
         attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
     return attrs
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
