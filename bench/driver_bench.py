@@ -62,6 +62,7 @@ from tests.fixtures.nomad import (  # noqa: E402
 from tests.fixtures.registry import start_registry  # noqa: E402
 from tests.fixtures.runc import runc_usable  # noqa: E402
 from tests.nomadsim.client import Rig, build_rig  # noqa: E402
+from zfsimage import zfs  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -134,8 +135,11 @@ def bare_start(origin: str, dataset: str, work: Path, i: int) -> tuple[float, st
     cid = f"xctest-{os.getpid()}-bare{i}"
     template = json.loads((work / "config.template.json").read_text())
     t0 = time.perf_counter()
-    subprocess.run(["zfs", "clone", "-o", f"mountpoint={mnt}", origin, clone], check=True,
-                   capture_output=True)
+    argv = ["zfs", "clone", "-o", f"mountpoint={mnt}", origin, clone]
+    # The host-wide zfs-fuse mount lock is no overhead of ours: an unlocked mount racing another
+    # session's can wedge zfs-fuse for the whole host (zfsimage/zfs.py).
+    with zfs.mount_lock(argv):
+        subprocess.run(argv, check=True, capture_output=True)
     bundle.mkdir()
     template["root"] = {"path": str(mnt), "readonly": False}
     template["linux"]["cgroupsPath"] = f"/{cgroup_parent()}/bare{i}"

@@ -40,8 +40,9 @@ def run(
 ) -> Result:
     """Run argv with stdin closed and both outputs captured.
 
-    Never use this for ``runc create``/``run -d``: the container keeps the caller's stdout and
-    stderr open, so a capturing caller would wait forever (linux-test-rig.md §3.3)."""
+    Never use this for ``runc create``/``run -d``: the container's processes inherit runc's stdout
+    and stderr, so the capture pipes get EOF only when the container exits, and a capturing
+    caller waits that long (forever for a long-running task)."""
     args = tuple(argv)
     try:
         proc = subprocess.run(

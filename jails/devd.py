@@ -8,7 +8,7 @@ sys/kern/kern_rctl.c) sends system ``RCTL``, subsystem ``rule``, type ``matched`
 ``rule=<rule> pid=<pid> ruid=<ruid> jail=<jail name>``, the rule printed as rctl(8) lists it:
 ``subject:subject-id:resource:action=amount`` plus ``/per`` only when per differs from the subject.
 
-The task supervisor (supervisor.c ``rctl_oom_line``) matches the same lines in C; the tests run
+The task supervisor (sv_oomwatch.c ``rctl_oom_line``) matches the same lines in C; the tests run
 both over one table so they cannot drift apart.
 """
 

@@ -1,7 +1,9 @@
-"""Build (once per state root) and launch the per-task C supervisor, ``supervisor.c``.
+"""Build (once per state root) and launch the per-task C supervisor (``supervisor.c`` and the
+units listed in ``SOURCES``).
 
-The binary is named by a hash of its source, compiled to a temporary name and renamed into place,
-so concurrent first uses and upgrades never run a half-written or stale binary.
+The binary is named by a hash of every source file and the defines, compiled to a temporary name
+and renamed into place, so concurrent first uses and upgrades never run a half-written or stale
+binary.
 """
 
 from __future__ import annotations
@@ -18,21 +20,40 @@ from pathlib import Path
 from jails.errors import HostUnsupported, SupervisorError
 from jails.taskdir import TaskDir, TaskPids
 
+# The supervisor's C units (compiled together) and the internal header they share.
+UNITS = ("supervisor.c", "sv_linux.c", "sv_jail.c", "sv_oomwatch.c")
+SOURCES = (*UNITS, "sv.h")
 
-def _source() -> bytes:
-    try:
-        return resources.files("jails").joinpath("supervisor.c").read_bytes()
-    except FileNotFoundError as exc:
-        raise HostUnsupported(
-            "jails/supervisor.c is not installed with the package: add it to package-data"
-        ) from exc
+
+def _sources() -> dict[str, bytes]:
+    files = resources.files("jails")
+    out = {}
+    for name in SOURCES:
+        try:
+            out[name] = files.joinpath(name).read_bytes()
+        except FileNotFoundError as exc:
+            raise HostUnsupported(
+                f"jails/{name} is not installed with the package: add it to package-data"
+            ) from exc
+    return out
+
+
+def _digest(sources: Mapping[str, bytes], defines: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(sources):
+        # Length-prefixed, so moving text between files or defines always changes the key.
+        for part in (name.encode(), sources[name]):
+            h.update(len(part).to_bytes(8, "big") + part)
+    for d in defines:
+        h.update(len(d).to_bytes(8, "big") + d.encode())
+    return h.hexdigest()[:12]
 
 
 def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ()) -> Path:
     """The supervisor binary for this source (and ``-D`` defines, for test builds), compiled
     into ``<state_root>/bin/`` on first use."""
-    src = _source()
-    digest = hashlib.sha256(src + "\0".join(defines).encode()).hexdigest()[:12]
+    sources = _sources()
+    digest = _digest(sources, defines)
     bindir = state_root / "bin"
     target = bindir / f"xc-supervisor-{digest}"
     if target.exists():
@@ -42,15 +63,17 @@ def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ())
         raise HostUnsupported(f"no C compiler {cc!r} to build the task supervisor: install gcc")
     bindir.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(4)
-    csrc = bindir / f".xc-supervisor-{tag}.c"
+    srcdir = bindir / f".xc-supervisor-{tag}.src"
     tmp = bindir / f".xc-supervisor-{tag}"
-    csrc.write_bytes(src)
     try:
+        srcdir.mkdir()
+        for name, content in sources.items():
+            (srcdir / name).write_bytes(content)
         # Static when libc.a is there: smaller resident set per task (no ld.so, no shared libc).
         for extra in (["-static"], []):
             proc = subprocess.run(
                 [compiler, "-O2", "-Wall", *extra, *(f"-D{d}" for d in defines),
-                 "-o", str(tmp), str(csrc)],
+                 "-o", str(tmp), *(str(srcdir / u) for u in UNITS)],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -63,8 +86,8 @@ def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ())
         os.chmod(tmp, 0o755)
         os.rename(tmp, target)
     finally:
-        for p in (csrc, tmp):
-            p.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(srcdir, ignore_errors=True)
     return target
 
 

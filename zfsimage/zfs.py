@@ -78,7 +78,9 @@ def mounts_serialized(argv: list[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _mount_lock(argv: list[str]) -> Iterator[None]:
+def mount_lock(argv: list[str]) -> Iterator[None]:
+    """Hold the host-wide zfs-fuse mount lock around argv when it may mount (no-op elsewhere).
+    Anything on the host that runs a mounting zfs/zpool command outside ``run`` must hold it."""
     if not mounts_serialized(argv):
         yield
         return
@@ -97,7 +99,7 @@ def run(args: Iterable[str], *, tool: str = ZFS, busy_retry: bool = False,
     attempts = BUSY_RETRIES if busy_retry else 1
     for attempt in range(attempts):
         try:
-            with _mount_lock(argv):
+            with mount_lock(argv):
                 cp = subprocess.run(argv, input=input_, capture_output=True,
                                     timeout=_TIMEOUT_S, check=False)
         except FileNotFoundError as exc:

@@ -1,25 +1,50 @@
 """The C supervisor compiles, warnings as errors, for every target it runs on: natively (Linux),
 for FreeBSD amd64 and arm64 with Zig's C compiler (PyPI ``ziglang``, which ships FreeBSD's libc
 headers, so the FreeBSD-only branches are compiled on every run), and the fake FreeBSD host's
-Linux build. The FreeBSD binaries are linked too, and must be FreeBSD executables."""
+Linux build. The FreeBSD binaries are linked too, and must be FreeBSD executables. Every unit
+is compiled and shipped, and the build cache key covers every source file and the defines."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import tomllib
+from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-SOURCE = Path(str(resources.files("jails").joinpath("supervisor.c")))
+from jails import supervisor
+
+JAILS = Path(str(resources.files("jails")))
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 
 
 def _compile(cc: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cc, *WARNINGS, *extra, "-o", str(out), str(SOURCE)],
+    units = [str(JAILS / u) for u in supervisor.UNITS]
+    return subprocess.run([*cc, *WARNINGS, *extra, "-o", str(out), *units],
                           capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_every_c_file_is_a_listed_source_and_shipped() -> None:
+    """A unit added to jails/ but not to SOURCES would be left out of the build and of the cache
+    key; one missing from package-data would be absent from an installed plugin."""
+    on_disk = {p.name for p in JAILS.iterdir() if p.suffix in (".c", ".h")}
+    assert on_disk == set(supervisor.SOURCES)
+    assert set(supervisor.UNITS) == {n for n in on_disk if n.endswith(".c")}
+    pyproject = tomllib.loads((JAILS.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["jails"]
+    assert all(any(fnmatch(n, pat) for pat in patterns) for n in supervisor.SOURCES)
+
+
+@pytest.mark.parametrize("name", supervisor.SOURCES)
+def test_cache_key_covers_every_source_file(name: str) -> None:
+    sources = {n: (JAILS / n).read_bytes() for n in supervisor.SOURCES}
+    key = supervisor._digest(sources, [])
+    assert supervisor._digest({**sources, name: sources[name] + b"\n"}, []) != key
+    assert supervisor._digest(sources, ['XC_FAKE_JAILS="/j"']) != key
 
 
 def _is_freebsd_executable(path: Path) -> bool:
