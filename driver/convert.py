@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -13,6 +13,7 @@ from driver.events import TaskEvent
 from driver.fingerprint import Fingerprint, Health
 from driver.network import NomadDNS, NomadHosts, NomadNetwork
 from driver.state import HANDLE_VERSION, DriverState, Resources
+from driver.tasknet import DriverNetwork, NomadPort
 from driver.taskspec import NomadMount, NomadTask
 from jails import ExitStatus
 from jails.spec import backend_network_modes
@@ -233,7 +234,26 @@ def nomad_task_from_proto(msg: driver_pb2.TaskConfig) -> NomadTask:
         network=network_from_proto(msg.network_isolation_spec)
         if msg.HasField("network_isolation_spec") else None,
         dns=NomadDNS(tuple(msg.dns.servers), tuple(msg.dns.searches), tuple(msg.dns.options))
-        if msg.HasField("dns") else None)
+        if msg.HasField("dns") else None,
+        ports=ports_from_proto(res.ports))
+
+
+def ports_from_proto(msgs: Iterable[driver_pb2.PortMapping]) -> tuple[NomadPort, ...]:
+    return tuple(NomadPort(p.label, p.value, p.to, p.host_ip) for p in msgs)
+
+
+def ports_to_proto(ports: tuple[NomadPort, ...]) -> list[driver_pb2.PortMapping]:
+    return [driver_pb2.PortMapping(label=p.label, value=p.value, to=p.to, host_ip=p.host_ip)
+            for p in ports]
+
+
+def driver_network_to_proto(n: DriverNetwork) -> driver_pb2.NetworkOverride:
+    return driver_pb2.NetworkOverride(port_map=dict(n.port_map), addr=n.address,
+                                      auto_advertise=n.auto_advertise)
+
+
+def driver_network_from_proto(msg: driver_pb2.NetworkOverride) -> DriverNetwork:
+    return DriverNetwork(msg.addr, MappingProxyType(dict(msg.port_map)), msg.auto_advertise)
 
 
 def network_from_proto(msg: driver_pb2.NetworkIsolationSpec) -> NomadNetwork:
@@ -278,7 +298,8 @@ def nomad_task_to_proto(t: NomadTask) -> driver_pb2.TaskConfig:
             linux_resources=driver_pb2.LinuxResources(
                 cpu_shares=r.cpu_mhz, PercentTicks=t.percent_ticks,
                 memory_limit_bytes=max(r.memory_mb, r.memory_max_mb) * 1024 * 1024,
-                cpuset_cpus=format_cpuset(r.cpuset))),
+                cpuset_cpus=format_cpuset(r.cpuset)),
+            ports=ports_to_proto(t.ports)),
         mounts=[driver_pb2.Mount(host_path=m.host_path, task_path=m.task_path,
                                  readonly=m.readonly) for m in t.mounts],
         job_name=t.job_name, task_group_name=t.task_group_name, namespace=t.namespace,

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import zfsimage
@@ -31,6 +32,13 @@ from driver.network import write_files as write_network_files
 from driver.ports import Images
 from driver.pull import image_failure, pull_image
 from driver.state import DriverState, StateError
+from driver.tasknet import (
+    DriverNetwork,
+    NetRequest,
+    TaskNetworks,
+    driver_network,
+    request_of,
+)
 from driver.taskspec import (
     ImageDefaults,
     Node,
@@ -96,12 +104,15 @@ class XcDriver:
         runtime: Callable[[], Runtime],
         images: Callable[[], Images],
         tasks: TaskStore,
+        networks: TaskNetworks | None = None,
         events: EventBus | None = None,
         node: Callable[[], Node] | None = None,
     ) -> None:
         self.config = config
         self.events = events or EventBus()
         self.tasks = tasks
+        # None: the config's own (opened only when a task asks for a network of its own)
+        self.networks = networks or TaskNetworks(config, Path(config.state_dir))
         self._runtime = runtime
         self._images = images
         self._node = node or Node
@@ -144,6 +155,7 @@ class XcDriver:
         known = self.tasks.get(nomad.id)
         if known is not None:  # StartTask again for the same id (Nomad retries after a crash)
             return known.state
+        net_req = _net_request(cfg, nomad)  # a bad network request fails before any pull
         name = jail_name(nomad.alloc_id, nomad.name)
         self.tasks.claim(name, nomad.id)
         t0 = time.monotonic()
@@ -158,7 +170,7 @@ class XcDriver:
                             "(linux64)", {"image": cfg.image, "abi": "linux64"})
             steps: dict[str, float] = {}  # the blocking part's own split, for the log line
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image, abi, steps))
+                                                      image, abi, net_req, steps))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -179,8 +191,10 @@ class XcDriver:
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
                         image: zfsimage.Image, abi: str,
+                        net_req: NetRequest | None,
                         steps: dict[str, float] | None = None) -> DriverState:
-        """``steps`` gets the ms of each part (spec and record, clone, runtime start)."""
+        """``steps`` gets the ms of each part (spec and record, clone, network and files,
+        runtime start)."""
         rt, store = self.runtime, self.images
         split = steps if steps is not None else {}
         t = time.monotonic()
@@ -202,7 +216,7 @@ class XcDriver:
                 rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
                 started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
                 stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
-                disk_bytes=quota or 0)
+                disk_bytes=quota or 0, network_mode=net_req.mode if net_req else "")
             # The record goes first: whenever a clone or jail of this name may exist, a record
             # says whose it is (what _clear_previous and destroy of a lost handle rely on).
             undo.append(lambda: self.tasks.forget(name))
@@ -213,6 +227,12 @@ class XcDriver:
             t_cloned = time.monotonic()
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
+            if net_req is not None:
+                nets = self.networks
+                undo.append(lambda: nets.release(nomad.alloc_id, nomad.name))
+                alloc = nets.ensure(nomad.alloc_id, nomad.name, net_req)
+                joins: dict[str, Any] = dict(alloc.jail_spec_fields())
+                spec = dataclasses.replace(spec, **joins)
             write_network_files(nomad.network, nomad.dns, nomad.task_dir)  # hosts, resolv.conf
             inside = placed.task_dir.rstrip("/") + "/"
             for m in spec.mounts:
@@ -360,7 +380,30 @@ class XcDriver:
             return  # a newer incarnation of this alloc's task owns the jail now
         self.runtime.destroy(state.name)
         self.images.destroy_rootfs(state.rootfs_key)
+        if state.network_mode:  # the alloc's network goes with its last task
+            self.networks.release(state.alloc_id, state.task_name)
         self.tasks.forget(state.name)
+
+    # ---- the driver's own alloc networks ---
+
+    async def driver_network(self, state: DriverState) -> DriverNetwork | None:
+        """StartTask's network_override: the task's own address and port map, if it has one."""
+        if not state.network_mode:
+            return None
+        alloc = await self._run(self.networks.get, state.alloc_id)
+        return driver_network(alloc) if alloc is not None else None
+
+    def sweep_networks(self) -> list[str]:
+        """Remove alloc networks no task record holds (left by a crash between the last
+        destroy's steps, or by tasks destroyed while no plugin ran). Records outlive the plugin,
+        so this is safe before RecoverTask; it runs before any StartTask of this process."""
+        live = {s.alloc_id for s in self.tasks.records() if s.network_mode}
+        if not live and not self.networks.has_leases():
+            return []  # leases are written before any object: without one there is none
+        removed = self.networks.sweep(live)
+        if removed:
+            log.warning("removed leftover task networks", extra={"allocs": removed})
+        return removed
 
     # ---- InspectTask ---
 
@@ -436,6 +479,12 @@ def describe(entry: TaskEntry) -> dict[str, str]:
     if entry.state.disk_bytes:
         attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
     return attrs
+
+
+def _net_request(cfg: TaskConfig, nomad: NomadTask) -> NetRequest | None:
+    """The network the task asks the driver for (None: the host's or Nomad's group network)."""
+    group = nomad.network is not None and nomad.network.mode == "group"
+    return request_of(cfg, group, nomad.ports)
 
 
 def _ms(seconds: float) -> float:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from driver.config import PluginConfig
@@ -59,11 +60,28 @@ def compute(cfg: PluginConfig, platform: str = sys.platform) -> Fingerprint:
         )
     host = jails.probe_host(backend)
     ds = zfsimage.probe_dataset(cfg.dataset)
-    merged = {**host.attributes, **ds.attributes, **attrs}
-    problems = [r for ok, r in ((host.healthy, host.reason), (ds.healthy, ds.reason)) if not ok]
+    net_ok, net_reason, net_attrs = _network(cfg, backend)
+    merged = {**host.attributes, **ds.attributes, **net_attrs, **attrs}
+    problems = [r for ok, r in ((host.healthy, host.reason), (ds.healthy, ds.reason),
+                                (net_ok, net_reason)) if not ok]
     if problems:
         return Fingerprint("unhealthy", "; ".join(problems), merged)
     return Fingerprint("healthy", "Healthy", merged)
+
+
+def _network(cfg: PluginConfig, backend: str) -> tuple[bool, str, Mapping[str, str]]:
+    """Whether the driver's own task networks can work here (``driver.xc.network.*``). A host
+    that cannot only makes the driver unhealthy when the operator configured a network block:
+    with the defaults, tasks without network_mode run all the same."""
+    from driver.tasknet import configured
+    from jails.net import open_networks
+
+    probe = open_networks(backend, Path(cfg.state_dir), cfg.network).probe()
+    attrs = dict(probe.attributes)
+    attrs.setdefault("driver.xc.network.bridge_mode", "1" if probe.healthy else "0")
+    if probe.healthy or not configured(cfg.network):
+        return True, "", attrs
+    return False, f"task networks (plugin option network): {probe.reason}", attrs
 
 
 class Fingerprinter:

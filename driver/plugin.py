@@ -64,7 +64,17 @@ class XcPlugin:
                 self.driver.close()
                 self.driver = build_driver(cfg, self.events, self.node)
             self.fingerprinter.poke()
+        if nomad is not None and not self.driver.tasks.entries():
+            self._sweep_networks()
         return cfg
+
+    def _sweep_networks(self) -> None:
+        """Leftover alloc networks go when the driver manager's plugin starts (the validation
+        launches, which carry no nomad_config, leave the host alone)."""
+        try:
+            self.driver.sweep_networks()
+        except Exception as exc:  # a host without the tools: the fingerprint says what to fix
+            log.warning("sweeping leftover task networks failed", extra={"error": str(exc)})
 
     def decode_task_config(self, raw: bytes) -> TaskConfig:
         task = _decode_task_config(raw)

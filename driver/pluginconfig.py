@@ -7,6 +7,7 @@ them. Names follow Nomad's docker driver where the meaning is the same.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass, replace
@@ -18,7 +19,8 @@ from driver import hclschema as hs
 from driver import values as val
 from driver.hclschema import ConfigError
 from driver.imagelimits import ImageLimitsBlock, to_layer_limits
-from driver.options import block, option
+from driver.options import block, hint_of, option
+from jails.net import NetworkConfig, NetworkError
 from zfsimage.limits import LayerLimits
 
 _HOSTPORT_RE = re.compile(
@@ -102,6 +104,48 @@ class Limits:
                       self.disk or maximum.disk)
 
 
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The networks the driver makes itself for tasks with network_mode = "bridge", "none" or
+    "alias" (see driver/README.md). Nothing is created on the host until a task asks."""
+
+    bridge: str = option("string", 'set bridge to an interface name such as "xcbr0"',
+                         default="xcbr0")
+    ipv4_pool: str = option("string", 'set ipv4_pool to a private IPv4 network in CIDR form, '
+                            'e.g. "10.213.0.0/16"', default="10.213.0.0/16")
+    ipv4_gateway: str = option("string", "set ipv4_gateway to a host address of ipv4_pool (the "
+                               "bridge's own; default: the pool's first)", default="")
+    ipv6_pool: str = option("string", 'set ipv6_pool to an IPv6 network in CIDR form, e.g. '
+                            '"fd00:xc::/64" ("": no IPv6)', default="")
+    ipv6_gateway: str = option("string", "set ipv6_gateway to a host address of ipv6_pool",
+                               default="")
+    nat: bool = option("bool", "set nat = true to masquerade the pool's outbound traffic",
+                       default=False)
+    external_interface: str = option(
+        "string", 'set external_interface to the host interface outbound NAT leaves by, e.g. '
+        '"em0" ("": any)', default="")
+    alias_interface: str = option(
+        "string", 'set alias_interface to the host interface alias-mode addresses go on, e.g. '
+        '"em0"', default="")
+    alias_pool: str = option("string", 'set alias_pool to the IPv4 network in CIDR form alias '
+                             'addresses come from, e.g. "192.0.2.128/25"', default="")
+    pf_anchor: str = option("string", 'set pf_anchor to the pf anchor name your pf.conf loads, '
+                            'e.g. "xc"', default="xc")
+    name_prefix: str = option(
+        "string", 'set name_prefix to 1-15 letters, digits, "_" or "-" (starts every namespace, '
+        'chain and jail name the driver makes)', default="xc")
+
+
+def _network_config(path: str, opts: NetworkOptions, hint: str) -> NetworkConfig:
+    try:
+        return NetworkConfig(**dataclasses.asdict(opts))
+    except NetworkError as exc:
+        key = exc.field.removeprefix("network.")
+        known = {f.name for f in dataclasses.fields(NetworkOptions)}
+        fix = hint_of(NetworkOptions, key) if key in known else "fix the network block"
+        raise ConfigError(f"{path}.{key}" if path else exc.field, exc.message, fix) from exc
+
+
 _MAX_HINTS = {
     "maxproc": "set maxproc to a whole number >= 0 (0: no maximum)",
     "openfiles": "set openfiles to a whole number >= 0 (0: no maximum)",
@@ -142,6 +186,7 @@ class PluginConfig:
                                 "FreeBSD's Linux ABI, or false", default=False)
     # every bound on an image (zfsimage.LayerLimits), each raisable: image_limits { max_... }
     image_limits: LayerLimits = block(ImageLimitsBlock, parse=to_layer_limits)
+    network: NetworkConfig = block(NetworkOptions, parse=_network_config)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":

@@ -138,12 +138,14 @@ class DriverServicer(driver_pb2_grpc.DriverServicer):
             cfg = self.plugin.decode_task_config(task.msgpack_driver_config)
             nomad = convert.nomad_task_from_proto(task)
             state = await self.plugin.driver.start_task(nomad, cfg)
+            net = await self.plugin.driver.driver_network(state)
         except Exception as exc:
             log.warning("task start failed", extra={"task_id": task.id, "error": str(exc)})
             await _abort(context, exc, "StartTask")
         return driver_pb2.StartTaskResponse(
             result=driver_pb2.StartTaskResponse.SUCCESS,
-            handle=convert.task_handle_to_proto(task, state))
+            handle=convert.task_handle_to_proto(task, state),
+            network_override=convert.driver_network_to_proto(net) if net is not None else None)
 
     async def Shutdown(self, request: Any, context: Ctx) -> driver_pb2.ShutdownResponse:
         # The agent is going away; tasks outlive the plugin, so there is nothing to stop here.

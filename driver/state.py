@@ -45,6 +45,7 @@ class DriverState:
     stdout_path: str = ""
     stderr_path: str = ""
     disk_bytes: int = 0  # the root clone's refquota (0: none); the dataset itself keeps it
+    network_mode: str = ""  # the driver's own alloc network ("": none, the host's or Nomad's)
 
     def encode(self) -> bytes:
         data = {"v": STATE_VERSION, **asdict(self)}

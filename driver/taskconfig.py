@@ -118,6 +118,27 @@ def _labels(path: str, labels: dict[str, str] | None, hint: str) -> Mapping[str,
     return MappingProxyType(dict(labels or {}))
 
 
+NETWORK_MODES = ("host", "bridge", "none", "alias")
+_PORT_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _network_mode(path: str, mode: str, hint: str) -> str:
+    if mode not in NETWORK_MODES:
+        raise ConfigError(path, f"unknown network mode {mode!r}", hint)
+    return mode
+
+
+def _port_labels(path: str, labels: tuple[str, ...], hint: str) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if not _PORT_LABEL_RE.match(label):
+            raise ConfigError(f"{path}[{i}]", f"{label!r} is not a port label", hint)
+        if label in seen:
+            raise ConfigError(f"{path}[{i}]", f"{label!r} is listed twice", "list each label once")
+        seen.add(label)
+    return tuple(labels)
+
+
 # ---- nested blocks ----
 
 
@@ -258,6 +279,12 @@ class TaskConfig:
                                        block_attrs=True, parse=_labels)
     storage_opt: StorageOpt = option("map(string)", _SIZE_HINT, block_attrs=True,
                                      parse=_storage_opt)
+    network_mode: str = option(
+        "string", 'set network_mode = "host", "bridge", "none" or "alias" (FreeBSD)',
+        default="host", parse=_network_mode)
+    ports: tuple[str, ...] = option(
+        "list(string)", 'list labels of the group\'s network { port "<label>" {} } blocks to '
+        'publish, e.g. ports = ["http"]', default=[], parse=_port_labels)
 
 
 TASK_SCHEMA: hs.Schema = options.schema_of(TaskConfig)

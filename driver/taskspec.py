@@ -29,6 +29,7 @@ from driver.network import NomadDNS, NomadNetwork
 from driver.network import plan as network_plan
 from driver.state import Resources
 from driver.taskconfig import check_disk
+from driver.tasknet import NomadPort
 from jails import JailSpec, Limits, Mount, Tmpfs
 from jails.errors import SpecError
 
@@ -65,6 +66,7 @@ class NomadTask:
     namespace: str = ""
     network: NomadNetwork | None = None  # network_isolation_spec (None: host networking)
     dns: NomadDNS | None = None
+    ports: tuple[NomadPort, ...] = ()  # resources.ports: the group's allocated ports
 
     @property
     def task_dir(self) -> str:

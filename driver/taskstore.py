@@ -171,6 +171,11 @@ class TaskStore:
         with contextlib.suppress(FileNotFoundError):
             self.path(name).unlink()
 
+    def records(self) -> list[DriverState]:
+        """Every readable record on disk (tasks outlive the plugin: these are all of them)."""
+        names = sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []
+        return [r for r in (self.load(n) for n in names) if r is not None]
+
     def owns(self, state: DriverState) -> bool:
         """False when the record of ``state.name`` says a newer incarnation holds the jail."""
         record = self.load(state.name)

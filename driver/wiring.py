@@ -18,6 +18,7 @@ import zfsimage
 from driver.config import PluginConfig
 from driver.driver import XcDriver
 from driver.events import EventBus
+from driver.tasknet import TaskNetworks
 from driver.taskspec import Node
 from driver.taskstore import TaskStore
 
@@ -77,6 +78,7 @@ def build_driver(config: PluginConfig, events: EventBus,
         runtime=Once(lambda: open_runtime(config)),
         images=Once(lambda: open_image_store(config)),
         tasks=TaskStore(Path(config.state_dir) / "driver"),
+        networks=TaskNetworks(config, Path(config.state_dir)),
         events=events,
         node=node,
     )

@@ -32,13 +32,27 @@ class Runner(Protocol):
     ) -> Result: ...
 
 
+class InputRunner(Protocol):
+    """A Runner that can also feed the command's stdin (``ip -batch -``, ``pfctl -f -``)."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        ok_codes: Collection[int] = (0,),
+        timeout_s: float | None = 60.0,
+        input: str | None = None,
+    ) -> Result: ...
+
+
 def run(
     argv: Sequence[str],
     *,
     ok_codes: Collection[int] = (0,),
     timeout_s: float | None = 60.0,
+    input: str | None = None,
 ) -> Result:
-    """Run argv with stdin closed and both outputs captured.
+    """Run argv with stdin closed (or fed ``input``) and both outputs captured.
 
     Never use this for ``runc create``/``run -d``: the container's processes inherit runc's stdout
     and stderr, so the capture pipes get EOF only when the container exits, and a capturing
@@ -47,7 +61,8 @@ def run(
     try:
         proc = subprocess.run(
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if input is None else None,
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -41,7 +41,7 @@ from jails.fbsdmounts import (
     parse_mount_p,
 )
 from jails.interactive import InteractiveExec, spawn_interactive
-from jails.jailparams import jail_create_argv
+from jails.jailparams import jail_create_argv, jail_ref
 from jails.linuxabi import NOT_LOADED, check_abi_mounts, linux_abi_loaded
 from jails.model import Usage
 from jails.ociconfig import task_env
@@ -59,9 +59,9 @@ RACCT_DISABLED = "kern.racct.enable=0: add kern.racct.enable=1 to /boot/loader.c
 
 
 def refuse_network(spec: JailSpec) -> None:
-    """Only host networking: Nomad has no group network (bridge/none/cni) on FreeBSD
-    (nomad#17311), so a namespace to join cannot exist here."""
-    if spec.network != "host":
+    """Host networking or a parent jail's (jails.net): Nomad has no group network
+    (bridge/none/cni) on FreeBSD (nomad#17311), so a namespace to join cannot exist here."""
+    if spec.network not in ("host", "parent"):
         raise SpecError(
             "network",
             f"{spec.network!r} (join {spec.netns_path}) is not available on FreeBSD: Nomad has no "
@@ -111,6 +111,7 @@ class FreeBSDRuntime(Runtime):
         self.rctl_bin, self.mount_bin, self.umount_bin = rctl_bin, mount_bin, umount_bin
         self.pkill_bin = pkill_bin
         self.cpuset_bin = cpuset_bin
+        self._refs: dict[str, str] = {}  # task name -> its jail's full name (jail_ref)
         self.devd_socket = devd_socket
         self.kldstat_bin = kldstat_bin
         if not Path("/proc/self/stat").exists():
@@ -140,7 +141,8 @@ class FreeBSDRuntime(Runtime):
             cwd=spec.cwd,
             mounts=mount_plan(spec, jail_root, file_binds=nullfs_file_binds(self.release)),
             jail_root=str(jail_root),
-            rctl=tuple(rctl_rules(spec.name, spec.limits)),
+            rctl=tuple(rctl_rules(jail_ref(spec), spec.limits)),
+            jail=jail_ref(spec) if spec.network == "parent" else "",
         )
 
     def _load_plan(self, meta: Mapping[str, Any]) -> FreeBSDPlan:
@@ -154,9 +156,9 @@ class FreeBSDRuntime(Runtime):
         self._mount_all(spec.rootfs, plan.mounts)
         jail_root = Path(plan.jail_root)
         self.run(jail_create_argv(dataclasses.replace(spec, rootfs=jail_root), self.jail_bin))
-        jid = self._jid(spec.name)
+        jid = self._jid(jail_ref(spec))
         if jid is None:
-            raise JailError(f"jail {spec.name} vanished right after jail -c")
+            raise JailError(f"jail {jail_ref(spec)} vanished right after jail -c")
         if spec.limits.cpuset:
             # Pins the jail's root cpuset: every process of the jail, exec sessions included.
             self.run([self.cpuset_bin, "-l", spec.limits.cpuset_list, "-j", jid])
@@ -203,7 +205,7 @@ class FreeBSDRuntime(Runtime):
         memory rule (jails.rctl.memory_rules), when it has one."""
         if spec.limits.memory_hard_bytes is None:
             return None
-        return watch_arg(spec.name, self.devd_socket)
+        return watch_arg(jail_ref(spec), self.devd_socket)
 
     def _jail_root(self, spec: JailSpec) -> Path:
         """The jail's path: the clone itself, or with readonly_root a read-only nullfs view of it
@@ -237,11 +239,12 @@ class FreeBSDRuntime(Runtime):
         return jid if res.returncode == 0 and jid else None
 
     def _kill_all(self, name: str, plan: BackendPlan | None) -> None:
-        jid = self._jid(name)
+        jid = self._jid(_ref(name, plan))
         if jid is not None:
             self.run([self.pkill_bin, "-KILL", "-j", jid], ok_codes=(0, 1))
 
     def _teardown(self, name: str, plan: BackendPlan | None) -> None:
+        name = _ref(name, plan)
         try:
             self.run([self.jail_bin, "-r", name])
         except CommandFailed as exc:
@@ -267,7 +270,10 @@ class FreeBSDRuntime(Runtime):
                 raise
 
     def _sample(self, task: TaskDir) -> Usage:
-        subject = f"jail:{task.name}"
+        ref = self._refs.get(task.name)
+        if ref is None:  # read once per task and process: samples come every second
+            ref = self._refs[task.name] = _ref(task.name, self._load_plan(task.spec()))
+        subject = f"jail:{ref}"
         text = self._racct_reader(subject)
         if text is None:
             try:
@@ -296,7 +302,7 @@ class FreeBSDRuntime(Runtime):
         task = self._exec_task(name, argv)
         meta = task.spec()
         plan = FreeBSDPlan.from_json(meta)
-        jid = self._jid(name)
+        jid = self._jid(_ref(name, plan))
         if jid is None:
             raise NotRunning(name)
         ids = _ids(plan, Path(str(meta.get("rootfs", plan.jail_root))))
@@ -304,6 +310,11 @@ class FreeBSDRuntime(Runtime):
         # The supervisor enters the jail and becomes the command: the pty is the command's own
         # terminal, left in cooked mode; the environment is the task's with env on top.
         return spawn_interactive(full, tty=tty, env=env_dict(plan.env, env), size=size)
+
+
+def _ref(name: str, plan: BackendPlan | None) -> str:
+    """The kernel's name of the task's jail (``jail_ref``), as its plan recorded it."""
+    return (plan.jail if isinstance(plan, FreeBSDPlan) else "") or name
 
 
 def _ids(plan: FreeBSDPlan, rootfs: Path) -> tuple[int, int, tuple[int, ...]]:

@@ -20,14 +20,22 @@ DEFAULT_PARAMS: tuple[tuple[str, str], ...] = (
 )
 
 
+def jail_ref(spec: JailSpec) -> str:
+    """The jail's name as the kernel knows it: with network "parent" the task jail is a child,
+    named ``<parent>.<name>`` (jail(8) hierarchical jails); jls, jexec, jail -r and rctl's
+    ``jail:`` subject all take that full name."""
+    return f"{spec.parent_jail}.{spec.name}" if spec.network == "parent" else spec.name
+
+
 def jail_params(spec: JailSpec) -> list[tuple[str, str | None]]:
     """Ordered (name, value) pairs; value None is a boolean parameter given bare (``persist``)."""
     params: list[tuple[str, str | None]] = [
-        ("name", spec.name),
+        ("name", jail_ref(spec)),
         ("path", str(spec.rootfs)),
         ("host.hostname", spec.hostname),
     ]
-    if spec.network == "host":
+    if spec.network in ("host", "parent"):
+        # A child inherits its parent's addresses (and its vnet stack: vnet defaults to inherit).
         params += [("ip4", "inherit"), ("ip6", "inherit")]
     params.append(("persist", None))
     overrides = dict(spec.jail_params)

@@ -18,7 +18,7 @@ from typing import Any
 
 from jails import _cmd
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
-from jails.errors import CommandFailed, JailError, NotRunning
+from jails.errors import CommandFailed, JailError, NotRunning, SpecError
 from jails.interactive import InteractiveExec, spawn_interactive
 from jails.model import Usage
 from jails.ociconfig import oci_config, task_env
@@ -26,7 +26,7 @@ from jails.pins import Pins
 from jails.plans import BackendPlan, LinuxPlan
 from jails.probe import cgroup_mode, probe_host
 from jails.runtime import Runtime, TaskHandle, env_dict
-from jails.spec import JailSpec
+from jails.spec import JailSpec, backend_network_modes
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
 from jails.users import resolve_user
@@ -113,6 +113,10 @@ class LinuxRuntime(Runtime):
         return LinuxPlan.from_json(meta)
 
     def start(self, spec: JailSpec) -> TaskHandle:
+        if spec.network not in backend_network_modes(self.backend):
+            # before any side effect: runc has no jail hierarchy to join
+            raise SpecError("network", f"{spec.network!r} is FreeBSD only; on Linux a task joins "
+                            "its alloc's network with network='netns' (AllocNetwork.netns_path)")
         try:
             return super().start(spec)
         finally:

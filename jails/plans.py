@@ -161,10 +161,14 @@ class FreeBSDPlan:
     mounts: tuple[MountStep, ...]
     jail_root: str
     rctl: tuple[str, ...]
+    # The kernel's name of the jail: "<parent>.<name>" for a child of an alloc network's parent
+    # jail (jails.net); "" = the task's name, as in every plan written before children existed.
+    jail: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "v": PLAN_VERSION,
+            "jail": self.jail,
             "user": self.user,
             "uid": self.uid,
             "gid": self.gid,
@@ -192,6 +196,7 @@ class FreeBSDPlan:
             "cwd": _field(data, "cwd", str),
             "jail_root": jail_root,
             "rctl": _strs(data, "rctl"),
+            "jail": str(data.get("jail") or ""),
         }
         if version == 1:
             # jail(8) mounted devfs for v1 tasks (mount.devfs) and `jail -r` of a jail that is

@@ -38,12 +38,14 @@ ALLOWED_JAIL_PARAMS = frozenset(
 # The Linux backend runs both the same way: there the image is native.
 ABIS = ("native", "linux")
 # "host": the host's addresses (ip4=inherit, ip6=inherit / no netns of its own); "netns": join the
-# existing network namespace at netns_path (Nomad's group network: the client made it).
-NETWORK_MODES = ("host", "netns")
+# existing network namespace at netns_path (Nomad's group network, or one jails.net made);
+# "parent" (FreeBSD): the task jail is a child of the existing jail parent_jail and shares its
+# network (the per-alloc jail jails.net makes: vnet or alias).
+NETWORK_MODES = ("host", "netns", "parent")
 # Which modes each backend can run: FreeBSD Nomad has no group networking (nomad#17311).
 BACKEND_NETWORK_MODES: Mapping[str, tuple[str, ...]] = {
     "linux": ("host", "netns"),
-    "freebsd": ("host",),
+    "freebsd": ("host", "parent"),
 }
 TASK_DIR_TARGETS = ("/alloc", "/local", "/secrets")
 
@@ -194,6 +196,7 @@ class JailSpec:
     readonly_root: bool = False  # the rootfs read-only; mounts, /dev and /dev/shm stay as they are
     network: str = "host"
     netns_path: str = ""  # with network="netns": the namespace to join (/var/run/netns/<id>)
+    parent_jail: str = ""  # with network="parent": the jail this task's jail is a child of
     limits: Limits = field(default_factory=Limits)
     jail_params: tuple[tuple[str, str], ...] = ()
     abi: str = "native"  # see ABIS
@@ -257,6 +260,7 @@ class JailSpec:
         elif self.netns_path:
             raise SpecError("netns_path", f"is only valid with network 'netns' (not "
                             f"{self.network!r}); leave it empty")
+        _check_parent(self.network, self.parent_jail)
         if not isinstance(self.limits, Limits):
             raise SpecError("limits", "must be a jails.Limits")
         params = tuple((str(k), str(v)) for k, v in _pairs(self.jail_params))
@@ -279,6 +283,17 @@ class JailSpec:
 
     def env_list(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.env]
+
+
+def _check_parent(network: str, parent: str) -> None:
+    if network != "parent":
+        if parent:
+            raise SpecError("parent_jail", f"is only valid with network 'parent' (not "
+                            f"{network!r}); leave it empty")
+        return
+    if not isinstance(parent, str) or not is_valid_name(parent):
+        raise SpecError("parent_jail", f"{parent!r} must name the existing parent jail: 1-63 "
+                        "characters of [A-Za-z0-9_-] (jails.net AllocNetwork.parent_jail)")
 
 
 def _depth(m: Mount | Tmpfs) -> int:

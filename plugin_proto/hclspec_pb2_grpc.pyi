@@ -3,7 +3,7 @@
 isort:skip_file
 HCL specification messages: how a plugin describes its configuration schema to Nomad.
 Written for nomad-driver-xc from the wire tables (package, names, field numbers and types are
-those Nomad uses); see nomad-plugin-protocol.md, Appendix A, in the project's shared reference docs.
+those Nomad uses: plugins/shared/hclspec/hcl_spec.proto in Nomad's source and its plugin docs).
 """
 
 from collections import abc as _abc

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.rootfs",
     "tests.fixtures.runc",
     "tests.fixtures.plugin",
+    "tests.fixtures.network",  # before nomad, which imports it
     "tests.fixtures.nomad",
 ]
 

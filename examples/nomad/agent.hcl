@@ -9,6 +9,12 @@
 # one host path tasks may mount. On a real FreeBSD client, point `dataset` at your pool
 # (e.g. "zroot/xc"), drop `allow_insecure_registries` and list your own host paths.
 
+# Published ports (task config `ports`) sit on this interface's address; "lo" keeps the demo's
+# ports on 127.0.0.1 (what `nomad agent -dev` does too).
+client {
+  network_interface = "lo"
+}
+
 plugin "xc" {
   config {
     # Images (one snapshot per layer chain) and task root clones live under this dataset.
@@ -29,6 +35,14 @@ plugin "xc" {
     gc {
       image       = true
       image_delay = "3m"
+    }
+
+    # Networks the driver makes for tasks with network_mode = "bridge" (web.nomad.hcl): a
+    # bridge, made on first use, and the pool task addresses come from. See driver/README.md
+    # (FreeBSD also needs the pf anchors and sysctls listed there).
+    network {
+      bridge    = "xcbr0"
+      ipv4_pool = "10.213.0.0/16"
     }
 
     # Limits Nomad's job spec has no field for: defaults and operator caps. disk is each

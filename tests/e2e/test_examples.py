@@ -9,11 +9,13 @@ something else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +28,8 @@ from typing import Any
 import pytest
 
 from driver.install import install
+from tests.fixtures.network import leftovers as net_leftovers
+from tests.fixtures.network import net_bridge, net_prefix, remove_by_name, test_pool
 from tests.fixtures.nomad import _cleanup, _remove_cgroups
 from tests.fixtures.runc import runc_usable
 from tests.fixtures.sweep import test_name
@@ -102,6 +106,8 @@ class Examples:
                             capture_output=True, text=True, check=False)
         left += [n for n in cp.stdout.split() if n != f"{self.dataset}/tasks"]
         left += [str(p) for p in (self.state_dir / "allocs").glob("*")]
+        net = net_leftovers(net_prefix(), net_bridge(), self.state_dir)
+        left += [*net.netns, *net.chains, *net.bridge_ports, *net.leases]
         return left
 
 
@@ -128,7 +134,10 @@ def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Exam
     agent = state_dir / "agent.hcl"
     agent.write_text(rewrite((EXAMPLES / "agent.hcl").read_text(), {
         **addresses, '"xcdemo/xc"': f'"{dataset}"',
-        '"/var/lib/nomad-driver-xc"': f'"{state_dir}"'}, "agent.hcl"))
+        '"/var/lib/nomad-driver-xc"': f'"{state_dir}"',
+        # task networks named after this session (swept by tests/fixtures/network.py)
+        '"xcbr0"': f'"{net_bridge()}"\n      name_prefix = "{net_prefix()}"',
+        '"10.213.0.0/16"': f'"{test_pool()}"'}, "agent.hcl"))
     jobs = state_dir / "jobs"
     jobs.mkdir()
     for job in EXAMPLES.glob("*.nomad.hcl"):
@@ -142,12 +151,14 @@ def examples(zpool: Any, registry: Any, nomad_rig_binary: Path) -> Iterator[Exam
         _cleanup(state_dir)
         _remove_cgroups(name)
         subprocess.run(["zfs", "destroy", "-r", "-f", dataset], capture_output=True, check=False)
+        with contextlib.suppress(Exception):
+            remove_by_name(net_prefix(), net_bridge())
 
 
 def test_every_example_job_is_covered() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.nomad.hcl")) == [
         "bridge.nomad.hcl", "hello.nomad.hcl", "oom.nomad.hcl", "service.nomad.hcl",
-        "volume.nomad.hcl"]
+        "volume.nomad.hcl", "web.nomad.hcl"]
 
 
 def test_hello_prints_from_the_image_with_events_and_stats(examples: Examples) -> None:
@@ -290,3 +301,71 @@ def _drain(q: queue.Queue[str]) -> str:
             out.append(q.get_nowait())
         except queue.Empty:
             return "".join(out)
+
+
+def _http_get(port: int, timeout: float = 30) -> str:
+    """GET / from 127.0.0.1:port (loopback only), retried until the server answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+                conn.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(4096):
+                    data += chunk
+            if data:
+                return data.decode(errors="replace")
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing answered on 127.0.0.1:{port}")
+        time.sleep(0.2)
+
+
+def test_web_job_runs_two_instances_each_on_its_own_published_port(examples: Examples) -> None:
+    proc = subprocess.Popen(examples.argv("web", "--run-for", "10m"), env=examples.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")],
+                              daemon=True)
+    reader.start()
+    seen: list[str] = []
+    ports: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while sum("stdout | web: serving" in ln for ln in seen) < 2:
+            if time.monotonic() > deadline or (proc.poll() is not None and lines.empty()):
+                pytest.fail("the two instances did not come up:\n" + "".join(seen))
+            try:
+                seen.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                continue
+        for ln in seen:  # "[<index>] ==> port "http": 127.0.0.1:<port> -> 8080"
+            if '==> port "http": 127.0.0.1:' in ln:
+                ports[int(ln[1:ln.index("]")])] = int(ln.rsplit(":", 1)[1].split()[0])
+        assert sorted(ports) == [0, 1] and ports[0] != ports[1], "".join(seen)
+        for index, port in ports.items():
+            assert f"hello from web instance {index}" in _http_get(port), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = "".join(seen) + _drain(lines)
+    assert proc.returncode == 0, out
+    s = examples.summary("web")
+    regs = s["services"]
+    assert [r["service"] for r in regs] == ["web", "web"], regs
+    assert all(r["provider"] == "nomad" and r["address_mode"] == "driver" and r["port"] == 8080
+               and not r.get("error") for r in regs), regs
+    # Each instance registers its own address, the one its driver network has.
+    by_alloc = {a["alloc_id"]: a for a in s["allocs"]}
+    for r in regs:
+        assert r["address"] == by_alloc[r["alloc_id"]]["driver_network"]["ip"], (r, s["allocs"])
+    assert regs[0]["address"] != regs[1]["address"]
+    assert examples.leftovers() == []

@@ -77,7 +77,7 @@ def test_check_host_wants_the_namespace_to_exist(tmp_path: Path) -> None:
 
 def test_backend_modes() -> None:
     assert backend_network_modes("linux") == ("host", "netns")
-    assert backend_network_modes("freebsd") == ("host",)
+    assert backend_network_modes("freebsd") == ("host", "parent")
     assert backend_network_modes("unknown") == ("host",)
 
 

@@ -1,6 +1,6 @@
 package main
 
-// The Nomad client's part of a group network (nomad-plugin-protocol.md §4.14): for a group
+// The Nomad client's part of a group network (Nomad's client/allocrunner network hooks): for a group
 // `network { mode = "bridge" | "none" }` the client itself creates the alloc's network namespace
 // at /var/run/netns/<name> before any task starts, and hands every task of the group
 // network_isolation_spec{mode GROUP, path, hostsConfig} (+ dns from a `dns {}` block). The rig
@@ -24,10 +24,11 @@ const netnsDir = "/var/run/netns"
 
 // NetworkSpec is a group's network block as tests and run-job give it.
 type NetworkSpec struct {
-	Mode     string   `json:"mode"`     // "host" (or empty), "bridge", "none"
-	Netns    string   `json:"netns"`    // namespace name under /var/run/netns (default: alloc id)
-	Hostname string   `json:"hostname"` // default: the first 8 characters of the alloc id
-	DNS      *DNSSpec `json:"dns"`
+	Mode     string     `json:"mode"`     // "host" (or empty), "bridge", "none"
+	Netns    string     `json:"netns"`    // namespace name under /var/run/netns (default: alloc id)
+	Hostname string     `json:"hostname"` // default: the first 8 characters of the alloc id
+	DNS      *DNSSpec   `json:"dns"`
+	Ports    []PortSpec `json:"ports"` // port "<label>" { static, to } (ports.go)
 }
 
 type DNSSpec struct {

@@ -17,7 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,261 +27,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/zclconf/go-cty/cty"
 )
-
-// jobTask is the one task of a job file, with the job-level facts run-job needs.
-type jobTask struct {
-	JobType string
-	Driver  string
-	Spec    TaskSpec
-	Ignored []string // task-level settings the rig does not emulate
-}
-
-func parseJobFile(path string) (*jobTask, error) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	file, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
-	if diags.HasErrors() {
-		return nil, diags
-	}
-	top := file.Body.(*hclsyntax.Body)
-	jobs := blocksOf(top, "job")
-	if len(jobs) != 1 || len(jobs[0].Labels) != 1 {
-		return nil, fmt.Errorf("%s: expected exactly one `job \"<name>\" { ... }` block", path)
-	}
-	job := jobs[0]
-	jt := &jobTask{JobType: "service"}
-	jt.Spec.Job = job.Labels[0]
-	if err := stringAttr(job.Body, "type", &jt.JobType); err != nil {
-		return nil, err
-	}
-	if err := stringAttr(job.Body, "namespace", &jt.Spec.Namespace); err != nil {
-		return nil, err
-	}
-	switch jt.JobType {
-	case "batch", "service":
-	default:
-		return nil, fmt.Errorf("%s: job type %q: run-job runs batch and service jobs", path, jt.JobType)
-	}
-	groups := blocksOf(job.Body, "group")
-	if len(groups) != 1 || len(groups[0].Labels) != 1 {
-		return nil, fmt.Errorf("%s: run-job runs jobs with exactly one `group \"<name>\"` block", path)
-	}
-	jt.Spec.Group = groups[0].Labels[0]
-	nets := blocksOf(groups[0].Body, "network")
-	if len(nets) > 1 {
-		return nil, fmt.Errorf("%s: group %q has more than one network block", path, jt.Spec.Group)
-	}
-	if len(nets) == 1 {
-		ns, ignored, err := parseNetworkBlock(nets[0])
-		if err != nil {
-			return nil, err
-		}
-		jt.Spec.Network = ns
-		jt.Ignored = append(jt.Ignored, ignored...)
-	}
-	tasks := blocksOf(groups[0].Body, "task")
-	if len(tasks) != 1 || len(tasks[0].Labels) != 1 {
-		return nil, fmt.Errorf("%s: run-job runs groups with exactly one `task \"<name>\"` block", path)
-	}
-	task := tasks[0]
-	s := &jt.Spec
-	s.Name = task.Labels[0]
-	if err := stringAttr(task.Body, "driver", &jt.Driver); err != nil {
-		return nil, err
-	}
-	if jt.Driver == "" {
-		return nil, fmt.Errorf("%s: task %q has no driver", path, s.Name)
-	}
-	if err := stringAttr(task.Body, "user", &s.User); err != nil {
-		return nil, err
-	}
-	if err := stringAttr(task.Body, "kill_signal", &s.KillSignal); err != nil {
-		return nil, err
-	}
-	var killTimeout string
-	if err := stringAttr(task.Body, "kill_timeout", &killTimeout); err != nil {
-		return nil, err
-	}
-	if killTimeout != "" {
-		d, err := time.ParseDuration(killTimeout)
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("%s: task %q: kill_timeout %q is not a duration such as \"5s\"", path, s.Name, killTimeout)
-		}
-		secs := d.Seconds()
-		s.KillTimeoutS = &secs
-	}
-	configs := blocksOf(task.Body, "config")
-	if len(configs) > 1 {
-		return nil, fmt.Errorf("%s: task %q has more than one config block", path, s.Name)
-	}
-	if len(configs) == 1 {
-		// The block's source text, given to the plugin's task schema like Nomad's jobspec does.
-		c := configs[0]
-		s.Config = string(src[c.OpenBraceRange.End.Byte:c.CloseBraceRange.Start.Byte])
-	}
-	for _, env := range blocksOf(task.Body, "env") {
-		if s.Env == nil {
-			s.Env = map[string]string{}
-		}
-		for name, a := range env.Body.Attributes {
-			v, err := attrValue(a)
-			if err != nil {
-				return nil, err
-			}
-			if !v.Type().Equals(cty.String) {
-				return nil, fmt.Errorf("%s: env %s must be a string", a.SrcRange, name)
-			}
-			s.Env[name] = v.AsString()
-		}
-	}
-	for _, res := range blocksOf(task.Body, "resources") {
-		for name, dst := range map[string]*int64{"cpu": &s.CPU, "memory": &s.Memory, "memory_max": &s.MemoryMax} {
-			if err := intAttr(res.Body, name, dst); err != nil {
-				return nil, err
-			}
-		}
-		var cores int64
-		if err := intAttr(res.Body, "cores", &cores); err != nil {
-			return nil, err
-		}
-		s.ReservedCores = int(cores)
-	}
-	for _, logs := range blocksOf(task.Body, "logs") {
-		if a := logs.Body.Attributes["disabled"]; a != nil {
-			v, err := attrValue(a)
-			if err != nil {
-				return nil, err
-			}
-			if !v.Type().Equals(cty.Bool) {
-				return nil, fmt.Errorf("%s: logs.disabled must be true or false", a.SrcRange)
-			}
-			s.LogsDisabled = v.True()
-		}
-	}
-	for _, b := range task.Body.Blocks {
-		switch b.Type {
-		case "config", "env", "resources", "logs":
-		default:
-			jt.Ignored = append(jt.Ignored, b.Type)
-		}
-	}
-	return jt, nil
-}
-
-// parseNetworkBlock reads a group's `network { mode, hostname, dns { servers, searches, options } }`;
-// port blocks are listed as ignored (the rig maps no ports: the host reaches a bridge alloc at
-// its own address).
-func parseNetworkBlock(b *hclsyntax.Block) (*NetworkSpec, []string, error) {
-	ns := &NetworkSpec{}
-	if err := stringAttr(b.Body, "mode", &ns.Mode); err != nil {
-		return nil, nil, err
-	}
-	switch ns.Mode {
-	case "", "host", "bridge", "none":
-	default:
-		return nil, nil, fmt.Errorf("%s: network mode %q: the rig emulates host, bridge and none", b.TypeRange, ns.Mode)
-	}
-	if err := stringAttr(b.Body, "hostname", &ns.Hostname); err != nil {
-		return nil, nil, err
-	}
-	var ignored []string
-	for _, inner := range b.Body.Blocks {
-		switch inner.Type {
-		case "dns":
-			d := &DNSSpec{}
-			for name, dst := range map[string]*[]string{"servers": &d.Servers, "searches": &d.Searches, "options": &d.Options} {
-				if err := stringListAttr(inner.Body, name, dst); err != nil {
-					return nil, nil, err
-				}
-			}
-			ns.DNS = d
-		default:
-			ignored = append(ignored, "network."+inner.Type)
-		}
-	}
-	return ns, ignored, nil
-}
-
-func stringListAttr(body *hclsyntax.Body, name string, dst *[]string) error {
-	a, v, err := optionalAttr(body, name)
-	if a == nil || err != nil {
-		return err
-	}
-	if v.IsNull() || !(v.Type().IsTupleType() || v.Type().IsListType()) {
-		return fmt.Errorf("%s: %s must be a list of strings", a.SrcRange, name)
-	}
-	for it := v.ElementIterator(); it.Next(); {
-		_, e := it.Element()
-		if e.IsNull() || !e.Type().Equals(cty.String) {
-			return fmt.Errorf("%s: %s must be a list of strings", a.SrcRange, name)
-		}
-		*dst = append(*dst, e.AsString())
-	}
-	return nil
-}
-
-func blocksOf(body *hclsyntax.Body, typ string) []*hclsyntax.Block {
-	var out []*hclsyntax.Block
-	for _, b := range body.Blocks {
-		if b.Type == typ {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-// optionalAttr is body's attribute name and its value; a nil attribute when it is not set.
-func optionalAttr(body *hclsyntax.Body, name string) (*hclsyntax.Attribute, cty.Value, error) {
-	a := body.Attributes[name]
-	if a == nil {
-		return nil, cty.NilVal, nil
-	}
-	v, err := attrValue(a)
-	return a, v, err
-}
-
-func attrValue(a *hclsyntax.Attribute) (cty.Value, error) {
-	v, d := a.Expr.Value(evalContext(nil))
-	if d.HasErrors() {
-		return cty.NilVal, d
-	}
-	return v, nil
-}
-
-func stringAttr(body *hclsyntax.Body, name string, dst *string) error {
-	a, v, err := optionalAttr(body, name)
-	if a == nil || err != nil {
-		return err
-	}
-	if v.IsNull() || !v.Type().Equals(cty.String) {
-		return fmt.Errorf("%s: %s must be a string", a.SrcRange, name)
-	}
-	*dst = v.AsString()
-	return nil
-}
-
-func intAttr(body *hclsyntax.Body, name string, dst *int64) error {
-	a, v, err := optionalAttr(body, name)
-	if a == nil || err != nil {
-		return err
-	}
-	if v.IsNull() || !v.Type().Equals(cty.Number) {
-		return fmt.Errorf("%s: %s must be a whole number", a.SrcRange, name)
-	}
-	n, acc := v.AsBigFloat().Int64()
-	if acc != big.Exact || n < 0 {
-		return fmt.Errorf("%s: %s must be a whole number >= 0", a.SrcRange, name)
-	}
-	*dst = n
-	return nil
-}
 
 // jobRun holds one run-job invocation: the in-process serve dispatcher and what it printed.
 type jobRun struct {
@@ -304,6 +50,8 @@ type runSummary struct {
 	Result   map[string]any   `json:"result,omitempty"`
 	Error    string           `json:"error,omitempty"`
 	ExitCode int              `json:"exit_code"`
+	Services []Registration   `json:"services"` // what the service provider would hold
+	Allocs   []*allocRun      `json:"allocs"`   // one per count
 }
 
 func (j *jobRun) printf(format string, a ...any) {
@@ -350,6 +98,13 @@ func runRunJob(args []string) int {
 		return failf("job file: %v", err)
 	}
 	dirFromFile, blocks, err := parseAgentFile(*configPath)
+	if err != nil {
+		return failf("agent config: %v", err)
+	}
+	cc, err := parseClientBlock(*configPath)
+	if err == nil {
+		err = setClientConfig(cc)
+	}
 	if err != nil {
 		return failf("agent config: %v", err)
 	}
@@ -467,22 +222,118 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 		j.printf("==> note: the rig ignores these task blocks: %s\n", strings.Join(jt.Ignored, ", "))
 	}
 
-	// The task.
-	j.printf("==> job %q (%s), group %q, task %q: starting\n", jt.Spec.Job, jt.JobType, jt.Spec.Group, jt.Spec.Name)
+	// The allocs: one per count, each running the group's task.
+	if jt.Count > 1 {
+		j.printf("==> job %q (%s), group %q: count %d\n", jt.Spec.Job, jt.JobType, jt.Spec.Group, jt.Count)
+	}
+	stopAll := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			j.printf("==> got %v: stopping the task\n", sig)
+			close(stopAll)
+		case <-finished:
+		}
+	}()
+	allocs := make([]*allocRun, jt.Count)
+	var wg sync.WaitGroup
+	for i := range allocs {
+		spec := jt.Spec
+		spec.AllocIndex = i
+		spec.AllocID = newUUID()
+		a := &allocRun{j: j, jt: jt, spec: spec, multi: jt.Count > 1}
+		allocs[i] = a
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.rc = a.run(inst, root, runFor, timeout, statsEvery, keepAlloc, stopAll)
+		}()
+	}
+	wg.Wait()
+	close(finished)
+	return j.merge(allocs)
+}
+
+// merge folds the allocs into the summary: the first alloc's fields at the top (a count of
+// one reads as before), every alloc under "allocs", the group's and tasks' services.
+func (j *jobRun) merge(allocs []*allocRun) int {
+	rc := 0
+	for i, a := range allocs {
+		if i == 0 {
+			j.summary.TaskID, j.summary.AllocDir, j.summary.Network = a.TaskID, a.AllocDir, a.Network
+			j.summary.Result = a.Result
+			rc = a.rc
+		}
+		if rc == 0 && a.rc != 0 {
+			rc = a.rc
+		}
+		j.summary.Events = append(j.summary.Events, a.Events...)
+		j.summary.Stats = append(j.summary.Stats, a.Stats...)
+		j.summary.Stdout = append(j.summary.Stdout, a.Stdout...)
+		j.summary.Stderr = append(j.summary.Stderr, a.Stderr...)
+		j.summary.Stopped = j.summary.Stopped || a.Stopped
+		if a.Error != "" && j.summary.Error == "" {
+			j.summary.Error = a.Error
+		}
+		j.summary.Services = append(j.summary.Services, a.Services...)
+		j.summary.Allocs = append(j.summary.Allocs, a)
+	}
+	return rc
+}
+
+// allocRun is one alloc of the group: its task through the task runner, and what it printed.
+type allocRun struct {
+	j     *jobRun
+	jt    *jobTask
+	spec  TaskSpec
+	multi bool // prefix output lines with the alloc index
+	rc    int
+
+	Index         int              `json:"index"`
+	AllocID       string           `json:"alloc_id"`
+	TaskID        string           `json:"task_id,omitempty"`
+	AllocDir      string           `json:"alloc_dir,omitempty"`
+	Network       map[string]any   `json:"network,omitempty"`
+	Ports         any              `json:"ports,omitempty"`
+	DriverNetwork any              `json:"driver_network,omitempty"`
+	Services      []Registration   `json:"services"`
+	Events        []map[string]any `json:"-"`
+	Stats         []map[string]any `json:"-"`
+	Stdout        []string         `json:"stdout"`
+	Stderr        []string         `json:"stderr"`
+	Stopped       bool             `json:"stopped"`
+	Result        map[string]any   `json:"result,omitempty"`
+	Error         string           `json:"error,omitempty"`
+	ExitCode      int              `json:"exit_code"`
+	mu            sync.Mutex
+}
+
+func (a *allocRun) printf(format string, args ...any) {
+	if a.multi {
+		format = fmt.Sprintf("[%d] ", a.spec.AllocIndex) + format
+	}
+	a.j.printf(format, args...)
+}
+
+func (a *allocRun) fail(format string, args ...any) int {
+	a.Error = fmt.Sprintf(format, args...)
+	a.printf("==> error: %s\n", a.Error)
+	a.ExitCode = 1
+	return 1
+}
+
+func (a *allocRun) run(inst *Instance, root string, runFor, timeout, statsEvery time.Duration,
+	keepAlloc bool, stopAll <-chan struct{}) int {
+	jt, s := a.jt, a.spec
+	a.Index, a.AllocID = s.AllocIndex, s.AllocID
+	a.printf("==> job %q (%s), group %q, task %q: starting\n", s.Job, jt.JobType, s.Group, s.Name)
 	stopEvents := make(chan struct{})
 	eventsDone := make(chan struct{})
-	var taskID, allocID string
-	var idMu sync.Mutex
 	go func() {
 		defer close(eventsDone)
-		j.followEvents(inst, stopEvents, func(e map[string]any) bool {
-			idMu.Lock()
-			defer idMu.Unlock()
-			// Before StartTask returns the task id is unknown: match by task name.
-			if taskID == "" {
-				return e["task_name"] == jt.Spec.Name
-			}
-			return e["task_id"] == taskID || (e["alloc_id"] == allocID && e["task_name"] == jt.Spec.Name)
+		a.followEvents(inst, stopEvents, func(e map[string]any) bool {
+			return e["alloc_id"] == s.AllocID && e["task_name"] == s.Name
 		})
 	}()
 	finishEvents := func() {
@@ -490,7 +341,7 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 		close(stopEvents)
 		<-eventsDone
 	}
-	started, err := j.call("run_task_start", map[string]any{"task": jt.Spec, "alloc_root": root, "timeout_s": 900})
+	started, err := a.j.call("run_task_start", map[string]any{"task": s, "alloc_root": root, "timeout_s": 900})
 	if err != nil {
 		finishEvents()
 		// The alloc runner removes a failed alloc's dir on GC; run-job does it now.
@@ -500,23 +351,20 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 				_ = os.RemoveAll(dir)
 			}
 		}
-		return j.fail("StartTask: %v", err)
+		return a.fail("StartTask: %v", err)
 	}
-	idMu.Lock()
-	taskID, _ = started["task_id"].(string)
-	allocID, _ = started["alloc_id"].(string)
-	idMu.Unlock()
-	j.summary.TaskID = taskID
-	j.summary.AllocDir, _ = started["alloc_dir"].(string)
-	j.printf("==> task %s started; alloc dir %s\n", taskID, j.summary.AllocDir)
+	a.TaskID, _ = started["task_id"].(string)
+	a.AllocDir, _ = started["alloc_dir"].(string)
+	a.printf("==> task %s started; alloc dir %s\n", a.TaskID, a.AllocDir)
 	if net, _ := started["network"].(response); net != nil {
-		j.summary.Network = net
+		a.Network = net
 		if addr, _ := net["address"].(string); addr != "" {
-			j.printf("==> network %v: the alloc is at %s (namespace %v)\n", net["mode"], addr, net["netns"])
+			a.printf("==> network %v: the alloc is at %s (namespace %v)\n", net["mode"], addr, net["netns"])
 		} else {
-			j.printf("==> network %v: namespace %v, loopback only\n", net["mode"], net["netns"])
+			a.printf("==> network %v: namespace %v, loopback only\n", net["mode"], net["netns"])
 		}
 	}
+	a.describePorts(started)
 
 	stopLogs := make(chan struct{})
 	var logsWG sync.WaitGroup
@@ -525,18 +373,19 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 		logsWG.Add(1)
 		go func() {
 			defer logsWG.Done()
-			j.tailLog(p, stream, stopLogs)
+			a.tailLog(p, stream, stopLogs)
 		}()
 	}
 	statsDone := make(chan struct{})
+	statsName := fmt.Sprintf("stats-%d", s.AllocIndex)
 	if statsEvery > 0 {
-		if _, err := j.call("stats_start", map[string]any{"task_id": taskID, "interval_s": statsEvery.Seconds(), "stream": "stats"}); err != nil {
-			j.printf("==> stats: %v\n", err)
+		if _, err := a.j.call("stats_start", map[string]any{"task_id": a.TaskID, "interval_s": statsEvery.Seconds(), "stream": statsName}); err != nil {
+			a.printf("==> stats: %v\n", err)
 			close(statsDone)
 		} else {
 			go func() {
 				defer close(statsDone)
-				j.followStats(inst.Stream("stats"))
+				a.followStats(inst.Stream(statsName))
 			}()
 		}
 	} else {
@@ -549,7 +398,7 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 	}
 	waitCh := make(chan waited, 1)
 	go func() {
-		r, err := j.call("rpc", map[string]any{"method": "WaitTask", "request": map[string]any{"task_id": taskID},
+		r, err := a.j.call("rpc", map[string]any{"method": "WaitTask", "request": map[string]any{"task_id": a.TaskID},
 			"timeout_s": (timeout + runFor + time.Hour).Seconds()})
 		waitCh <- waited{r, err}
 	}()
@@ -561,68 +410,115 @@ func (j *jobRun) run(jt *jobTask, pluginPath string, pb pluginBlock, root string
 	select {
 	case w := <-waitCh:
 		if w.err != nil {
-			j.summary.Error = "WaitTask: " + w.err.Error()
+			a.Error = "WaitTask: " + w.err.Error()
 		} else {
 			resp, _ := w.res["response"].(map[string]any)
 			result, _ = resp["result"].(map[string]any)
 			if e, _ := resp["err"].(string); e != "" {
-				j.summary.Error = e
+				a.Error = e
 			}
 		}
-	case sig := <-sigs:
-		j.printf("==> got %v: stopping the task\n", sig)
-		result = j.stop(jt, taskID)
+	case <-stopAll:
+		result = a.stop()
 	case <-time.After(limit):
-		j.printf("==> %s passed: stopping the task\n", limit)
-		result = j.stop(jt, taskID)
+		a.printf("==> %s passed: stopping the task\n", limit)
+		result = a.stop()
 	}
 	<-statsDone // the stats stream ends when the task exits
 
 	// DestroyTask, then logmon drains and stops; the last lines are printed before we return.
-	_, derr := j.call("run_task_destroy", map[string]any{"task_id": taskID, "force": true, "remove_alloc_dir": false})
+	_, derr := a.j.call("run_task_destroy", map[string]any{"task_id": a.TaskID, "force": true, "remove_alloc_dir": false})
 	close(stopLogs)
 	logsWG.Wait()
 	finishEvents()
 	if result != nil {
-		j.summary.Result = result
-		j.printf("==> task exited: exit code %v, signal %v, oom killed %v\n",
+		a.Result = result
+		a.printf("==> task exited: exit code %v, signal %v, oom killed %v\n",
 			numberOf(result["exit_code"]), numberOf(result["signal"]), result["oom_killed"])
 	}
-	if !keepAlloc && j.summary.AllocDir != "" {
-		_ = os.RemoveAll(j.summary.AllocDir)
+	if !keepAlloc && a.AllocDir != "" {
+		_ = os.RemoveAll(a.AllocDir)
 	}
 	if derr != nil {
-		return j.fail("DestroyTask: %v", derr)
+		return a.fail("DestroyTask: %v", derr)
 	}
 	if result == nil {
-		if j.summary.Error == "" {
-			j.summary.Error = "no exit result"
+		if a.Error == "" {
+			a.Error = "no exit result"
 		}
-		return j.fail("%s", j.summary.Error)
+		return a.fail("%s", a.Error)
 	}
 	code := int(numberOf(result["exit_code"]))
 	if sig := int(numberOf(result["signal"])); code == 0 && sig != 0 {
 		code = 128 + sig
 	}
+	a.ExitCode = code
 	return code
 }
 
-// stop is `nomad job stop` for the one task: StopTask with kill_signal/kill_timeout, then WaitTask.
-func (j *jobRun) stop(jt *jobTask, taskID string) map[string]any {
-	j.summary.Stopped = true
-	kt := "5s"
-	if jt.Spec.KillTimeoutS != nil {
-		kt = (time.Duration(*jt.Spec.KillTimeoutS * float64(time.Second))).String()
+// describePorts prints the alloc's ports, the driver's network and the service registrations
+// (the task's own, then the group's, as the client registers them once the task runs).
+func (a *allocRun) describePorts(started response) {
+	ps, _ := started["ports"].([]AllocatedPort)
+	if len(ps) > 0 {
+		a.Ports = ps
+		for _, p := range ps {
+			a.printf("==> port %q: %s:%d -> %d\n", p.Label, p.HostIP, p.Value, p.To)
+		}
 	}
-	sig := jt.Spec.KillSignal
+	if dn, _ := started["driver_network"].(*DriverNet); dn != nil {
+		a.DriverNetwork = dn
+		a.printf("==> driver network: address %s, port map %v, auto_advertise %v\n", dn.IP, dn.PortMap, dn.AutoAdvertise)
+	}
+	regs, _ := started["services"].([]Registration)
+	env := map[string]string{}
+	for k, v := range a.spec.Env {
+		env[k] = v
+	}
+	if raw, ok := started["port_env"].(map[string]string); ok {
+		for k, v := range raw {
+			env[k] = v
+		}
+	}
+	if len(a.jt.GroupServices) > 0 {
+		ip, _ := hostIP(clientConfig().NetworkInterface)
+		networks := []netResource{{IP: ip, Ports: ps}}
+		netStatus := ""
+		if a.Network != nil {
+			netStatus, _ = a.Network["address"].(string)
+		}
+		for _, svc := range a.jt.GroupServices {
+			regs = append(regs, register(svc, a.spec.Job, a.spec.Group, a.spec.AllocID, env, networks,
+				groupDriverNet(ip, ps), ps, netStatus))
+		}
+	}
+	a.Services = regs
+	for _, r := range regs {
+		if r.Error != "" {
+			a.printf("==> service %q (%s, address_mode %s): %s\n", r.Service, r.Provider, r.AddressMode, r.Error)
+			continue
+		}
+		a.printf("==> service %q (%s, address_mode %s): %s\n", r.Service, r.Provider, r.AddressMode,
+			net.JoinHostPort(r.Address, strconv.Itoa(r.Port)))
+	}
+}
+
+// stop is `nomad job stop` for the task: StopTask with kill_signal/kill_timeout, then WaitTask.
+func (a *allocRun) stop() map[string]any {
+	a.Stopped = true
+	kt := "5s"
+	if a.spec.KillTimeoutS != nil {
+		kt = (time.Duration(*a.spec.KillTimeoutS * float64(time.Second))).String()
+	}
+	sig := a.spec.KillSignal
 	if sig == "" {
 		sig = "(driver default)"
 	}
-	j.printf("==> StopTask: kill_signal %s, kill_timeout %s\n", sig, kt)
-	r, err := j.call("run_task_stop", map[string]any{"task_id": taskID, "timeout_s": 3600})
+	a.printf("==> StopTask: kill_signal %s, kill_timeout %s\n", sig, kt)
+	r, err := a.j.call("run_task_stop", map[string]any{"task_id": a.TaskID, "timeout_s": 3600})
 	if err != nil {
-		j.summary.Error = "StopTask: " + err.Error()
-		j.printf("==> %s\n", j.summary.Error)
+		a.Error = "StopTask: " + err.Error()
+		a.printf("==> %s\n", a.Error)
 		return nil
 	}
 	w, _ := r["wait"].(map[string]any)
@@ -630,7 +526,7 @@ func (j *jobRun) stop(jt *jobTask, taskID string) map[string]any {
 	return res
 }
 
-func (j *jobRun) followEvents(inst *Instance, stop <-chan struct{}, mine func(map[string]any) bool) {
+func (a *allocRun) followEvents(inst *Instance, stop <-chan struct{}, mine func(map[string]any) bool) {
 	st := inst.Stream("events")
 	seen := 0
 	for {
@@ -639,8 +535,10 @@ func (j *jobRun) followEvents(inst *Instance, stop <-chan struct{}, mine func(ma
 			if !mine(m) {
 				continue
 			}
-			j.summary.Events = append(j.summary.Events, m)
-			j.printf("event  %s  %v%s\n", shortTime(m["timestamp"]), m["message"], annotations(m["annotations"]))
+			a.mu.Lock()
+			a.Events = append(a.Events, m)
+			a.mu.Unlock()
+			a.printf("event  %s  %v%s\n", shortTime(m["timestamp"]), m["message"], annotations(m["annotations"]))
 		}
 		seen = len(msgs)
 		select {
@@ -655,23 +553,23 @@ func (j *jobRun) followEvents(inst *Instance, stop <-chan struct{}, mine func(ma
 	}
 }
 
-func (j *jobRun) followStats(st *Stream) {
+func (a *allocRun) followStats(st *Stream) {
 	seen := 0
 	for {
 		msgs, ended, endErr := st.Poll(seen+1, 500*time.Millisecond)
 		for _, m := range msgs[seen:] {
 			stats, _ := m["stats"].(map[string]any)
-			j.summary.Stats = append(j.summary.Stats, stats)
+			a.Stats = append(a.Stats, stats)
 			agg, _ := stats["agg_resource_usage"].(map[string]any)
 			cpu, _ := agg["cpu"].(map[string]any)
 			mem, _ := agg["memory"].(map[string]any)
-			j.printf("stats  %s  cpu %.1f%% (%.0f MHz)  memory rss %s, usage %s\n", shortTime(stats["timestamp"]),
+			a.printf("stats  %s  cpu %.1f%% (%.0f MHz)  memory rss %s, usage %s\n", shortTime(stats["timestamp"]),
 				numberOf(cpu["percent"]), numberOf(cpu["total_ticks"]), mib(mem["rss"]), mib(mem["usage"]))
 		}
 		seen = len(msgs)
 		if ended {
 			if endErr != "" && !strings.Contains(endErr, "Canceled") {
-				j.printf("stats  stream ended: %s\n", endErr)
+				a.printf("stats  stream ended: %s\n", endErr)
 			}
 			return
 		}
@@ -679,7 +577,7 @@ func (j *jobRun) followStats(st *Stream) {
 }
 
 // tailLog prints the lines logmon appends to one log file, as `nomad alloc logs -f` does.
-func (j *jobRun) tailLog(path, stream string, stop <-chan struct{}) {
+func (a *allocRun) tailLog(path, stream string, stop <-chan struct{}) {
 	var off int64
 	var partial []byte
 	flush := func(final bool) {
@@ -699,11 +597,11 @@ func (j *jobRun) tailLog(path, stream string, stop <-chan struct{}) {
 			if i < 0 {
 				break
 			}
-			j.logLine(stream, string(partial[:i]))
+			a.logLine(stream, string(partial[:i]))
 			partial = partial[i+1:]
 		}
 		if final && len(partial) > 0 {
-			j.logLine(stream, string(partial))
+			a.logLine(stream, string(partial))
 			partial = nil
 		}
 	}
@@ -718,15 +616,15 @@ func (j *jobRun) tailLog(path, stream string, stop <-chan struct{}) {
 	}
 }
 
-func (j *jobRun) logLine(stream, line string) {
-	j.outMu.Lock()
+func (a *allocRun) logLine(stream, line string) {
+	a.mu.Lock()
 	if stream == "stdout" {
-		j.summary.Stdout = append(j.summary.Stdout, line)
+		a.Stdout = append(a.Stdout, line)
 	} else {
-		j.summary.Stderr = append(j.summary.Stderr, line)
+		a.Stderr = append(a.Stderr, line)
 	}
-	j.outMu.Unlock()
-	j.printf("%s | %s\n", stream, line)
+	a.mu.Unlock()
+	a.printf("%s | %s\n", stream, line)
 }
 
 func shortTime(v any) string {

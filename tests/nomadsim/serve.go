@@ -185,6 +185,18 @@ func (s *server) dispatch(cmd string, req request) (response, error) {
 		return nil, nil
 	case "run_task_get":
 		return runTaskGet(req)
+	case "set_client":
+		var c ClientConfig
+		raw, _ := json.Marshal(req)
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return nil, fmt.Errorf("set_client parameters: %w", err)
+		}
+		if err := setClientConfig(c); err != nil {
+			return nil, err
+		}
+		ip, _ := hostIP(c.NetworkInterface)
+		lo, hi := c.portRange()
+		return response{"host_ip": ip, "min_dynamic_port": lo, "max_dynamic_port": hi}, nil
 	}
 	inst, err := s.instance(req)
 	if err != nil {

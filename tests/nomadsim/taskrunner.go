@@ -4,7 +4,7 @@ package main
 // their copy into rotated files (logmon), the TaskConfig (taskrunner's buildTaskConfig and the
 // env builder for fs_isolation = image), StartTask, and the kill sequence (StopTask with the
 // task's kill_signal and kill_timeout, WaitTask, DestroyTask(force)). The facts come from
-// nomad-plugin-protocol.md §4.1-§4.13; no Nomad code is used.
+// Nomad's task driver plugin documentation and the client's behaviour; no Nomad code is used.
 //
 // serve commands: run_task_start, run_task_stop, run_task_destroy, run_task_recover,
 // run_task_get (see README.md).
@@ -52,7 +52,9 @@ type TaskSpec struct {
 	AllocID       string            `json:"alloc_id"` // default: a new uuid
 	TotalCompute  int64             `json:"total_compute_mhz"`
 	ReservedCores int               `json:"cores"`
-	Network       *NetworkSpec      `json:"network"` // the group's network block (network.go)
+	Network       *NetworkSpec      `json:"network"`  // the group's network block (network.go)
+	Services      []ServiceSpec     `json:"services"` // the task's service blocks (services.go)
+	AllocIndex    int               `json:"alloc_index"`
 }
 
 type VolumeMount struct {
@@ -71,6 +73,36 @@ type TaskRun struct {
 	KillSignal string
 	KillTO     time.Duration
 	net        *allocNet // the alloc's network namespace (nil: host networking)
+	Ports      []AllocatedPort
+	HasPorts   bool       // holds a share of the alloc's ports
+	DriverNet  *DriverNet // StartTask's network_override, kept as Nomad persists it
+	Env        map[string]string
+}
+
+// registrations are the task's services as the client would register them.
+func (r *TaskRun) registrations() []Registration {
+	out := []Registration{}
+	for _, svc := range r.Spec.Services {
+		svc.Task = r.Spec.Name
+		out = append(out, register(svc, r.Spec.Job, r.Spec.Group, r.Spec.AllocID, r.Env, nil, r.DriverNet,
+			r.Ports, r.netStatusAddr()))
+	}
+	return out
+}
+
+// netStatusAddr is the group network's address (the rig's bridge stands in for Nomad's CNI).
+func (r *TaskRun) netStatusAddr() string {
+	if r.net == nil {
+		return ""
+	}
+	return r.net.Addr
+}
+
+func (r *TaskRun) releasePorts() {
+	if r.HasPorts {
+		portsBook.release(r.Spec.AllocID)
+		r.HasPorts = false
+	}
 }
 
 func (r *TaskRun) paths() response {
@@ -196,15 +228,15 @@ func (c *logCopier) pending() int {
 }
 
 // taskEnv is what Nomad's env builder gives a task whose driver has fs_isolation = image.
-func taskEnv(s TaskSpec, cpu, mem int64) map[string]string {
+func taskEnv(s TaskSpec, cpu, mem int64, ps []AllocatedPort) map[string]string {
 	env := map[string]string{
 		"NOMAD_ALLOC_DIR":      "/alloc",
 		"NOMAD_TASK_DIR":       "/local",
 		"NOMAD_SECRETS_DIR":    "/secrets",
 		"NOMAD_ALLOC_ID":       s.AllocID,
 		"NOMAD_SHORT_ALLOC_ID": s.AllocID[:8],
-		"NOMAD_ALLOC_NAME":     fmt.Sprintf("%s.%s[0]", s.Job, s.Group),
-		"NOMAD_ALLOC_INDEX":    "0",
+		"NOMAD_ALLOC_NAME":     fmt.Sprintf("%s.%s[%d]", s.Job, s.Group, s.AllocIndex),
+		"NOMAD_ALLOC_INDEX":    strconv.Itoa(s.AllocIndex),
 		"NOMAD_TASK_NAME":      s.Name,
 		"NOMAD_GROUP_NAME":     s.Group,
 		"NOMAD_JOB_NAME":       s.Job,
@@ -220,6 +252,9 @@ func taskEnv(s TaskSpec, cpu, mem int64) map[string]string {
 	}
 	if s.ReservedCores > 0 {
 		env["NOMAD_CPU_CORES"] = strconv.Itoa(s.ReservedCores)
+	}
+	for k, v := range portEnv(ps) { // the alloc's ports come before the task's own env
+		env[k] = v
 	}
 	for k, v := range s.Env {
 		env[k] = v
@@ -280,13 +315,26 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 			run.logs = append(run.logs, c)
 		}
 	}
+	if s.Network != nil && len(s.Network.Ports) > 0 {
+		cfg := clientConfig()
+		ip, err := hostIP(cfg.NetworkInterface)
+		if err == nil {
+			lo, hi := cfg.portRange()
+			run.Ports, err = portsBook.acquire(s.AllocID, ip, s.Network.Ports, lo, hi)
+		}
+		if err != nil {
+			run.stopLogs()
+			return nil, withFields(err, run.paths())
+		}
+		run.HasPorts = true
+	}
 	memMax := s.MemoryMax
 	limit := mem
 	if memMax > limit {
 		limit = memMax
 	}
 	task := &drivers.TaskConfig{
-		Id: run.TaskID, Name: s.Name, Env: taskEnv(s, cpu, mem), User: s.User,
+		Id: run.TaskID, Name: s.Name, Env: taskEnv(s, cpu, mem, run.Ports), User: s.User,
 		AllocDir: run.AllocDir, StdoutPath: stdout, StderrPath: stderr,
 		TaskGroupName: s.Group, JobName: s.Job, JobId: s.Job, AllocId: s.AllocID,
 		Namespace: s.Namespace, NodeName: "nomadsim", NodeId: "00000000-0000-0000-0000-00000000cafe",
@@ -300,8 +348,10 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 				PercentTicks: float64(cpu) / float64(total),
 				CpusetCpus:   reservedCpuset(s.ReservedCores),
 			},
+			Ports: portMappings(run.Ports),
 		},
 	}
+	run.Env = task.Env
 	for _, m := range s.VolumeMounts {
 		task.Mounts = append(task.Mounts, &drivers.Mount{TaskPath: m.TaskPath, HostPath: m.HostPath, Readonly: m.ReadOnly})
 	}
@@ -310,6 +360,7 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 	net, err := acquireNetwork(s)
 	if err != nil {
 		run.stopLogs()
+		run.releasePorts()
 		return nil, withFields(fmt.Errorf("network: %w", err), out)
 	}
 	run.net = net
@@ -322,6 +373,7 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 	enc, err := encodeTaskConfig(ctx, inst, request{"hcl": mustJSON(s.Config), "env": envRaw})
 	if err != nil {
 		run.stopLogs()
+		run.releasePorts()
 		releaseNetwork(run.net)
 		return nil, withFields(err, out)
 	}
@@ -330,9 +382,11 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 	resp, err := inst.Driver.StartTask(ctx, &drivers.StartTaskRequest{Task: task})
 	if err != nil {
 		run.stopLogs()
+		run.releasePorts()
 		releaseNetwork(run.net)
 		return nil, withFields(rpcFailure("StartTask", err), out)
 	}
+	run.DriverNet = driverNetFromProto(resp.GetNetworkOverride())
 	// The StartTask call alone: what the driver costs, without the client's own preparation.
 	out["start_task_ms"] = float64(time.Since(began).Microseconds()) / 1000
 	run.Handle = resp.GetHandle()
@@ -341,6 +395,7 @@ func runTaskStart(ctx context.Context, inst *Instance, req request) (response, e
 	runs.mu.Unlock()
 	out["handle"] = protoToMap(run.Handle)
 	out["task_config"] = protoToMap(task)
+	run.describeNetwork(out)
 	return out, nil
 }
 
@@ -401,6 +456,7 @@ func runTaskDestroy(ctx context.Context, inst *Instance, req request) (response,
 		return nil, rpcFailure("DestroyTask", err)
 	}
 	run.stopLogs()
+	run.releasePorts()
 	releaseNetwork(run.net)
 	runs.mu.Lock()
 	delete(runs.runs, id)
@@ -437,6 +493,7 @@ func runTaskGet(req request) (response, error) {
 	}
 	out := run.paths()
 	out["handle"] = protoToMap(run.Handle)
+	run.describeNetwork(out)
 	raw, _ := protojson.Marshal(run.Handle)
 	out["handle_json"] = string(raw)
 	return out, nil
@@ -450,4 +507,23 @@ func reservedCpuset(n int) string {
 		cores = append(cores, strconv.Itoa(i))
 	}
 	return strings.Join(cores, ",")
+}
+
+// describeNetwork adds the alloc's ports, the driver network and the services to an answer.
+func (r *TaskRun) describeNetwork(out response) {
+	ps := r.Ports
+	if ps == nil {
+		ps = []AllocatedPort{}
+	}
+	out["ports"] = ps
+	out["driver_network"] = r.DriverNet
+	out["services"] = r.registrations()
+	env := map[string]string{}
+	for k, v := range r.Env {
+		if strings.HasPrefix(k, "NOMAD_") && (strings.Contains(k, "PORT_") || strings.Contains(k, "_IP_") ||
+			strings.Contains(k, "_ADDR_")) {
+			env[k] = v
+		}
+	}
+	out["port_env"] = env
 }
