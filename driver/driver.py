@@ -168,8 +168,9 @@ class XcDriver:
             if abi == "linux":
                 self._event(nomad, f"Image {image.built_for} runs under FreeBSD's Linux ABI "
                             "(linux64)", {"image": cfg.image, "abi": "linux64"})
+            steps: dict[str, float] = {}  # the blocking part's own split, for the log line
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image, abi, net_req))
+                                                      image, abi, net_req, steps))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -184,13 +185,19 @@ class XcDriver:
         log.info("task started", extra={"task_id": state.task_id, "jail": name,
                                         "image": state.image_digest,
                                         "image_ms": round((t_image - t0) * 1000, 1),
-                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1)})
+                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1),
+                                        **steps})
         return state
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
                         image: zfsimage.Image, abi: str,
-                        net_req: NetRequest | None) -> DriverState:
+                        net_req: NetRequest | None,
+                        steps: dict[str, float] | None = None) -> DriverState:
+        """``steps`` gets the ms of each part (spec and record, clone, network and files,
+        runtime start)."""
         rt, store = self.runtime, self.images
+        split = steps if steps is not None else {}
+        t = time.monotonic()
         undo: list[Callable[[], None]] = []
         try:
             self._clear_previous(name)
@@ -215,7 +222,9 @@ class XcDriver:
             undo.append(lambda: self.tasks.forget(name))
             self.tasks.save(state)
             undo.append(lambda: store.destroy_rootfs(name))
+            t_clone = time.monotonic()
             rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
+            t_cloned = time.monotonic()
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
             if net_req is not None:
@@ -232,7 +241,10 @@ class XcDriver:
                 # e.g. a template or the network files above, is bound as it is).
                 if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
+            t_run = time.monotonic()
             handle = rt.start(spec)
+            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(t_cloned - t_clone),
+                         files_ms=_ms(t_run - t_cloned), runtime_ms=_ms(time.monotonic() - t_run))
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
             for fn in reversed(undo):
@@ -473,3 +485,7 @@ def _net_request(cfg: TaskConfig, nomad: NomadTask) -> NetRequest | None:
     """The network the task asks the driver for (None: the host's or Nomad's group network)."""
     group = nomad.network is not None and nomad.network.mode == "group"
     return request_of(cfg, group, nomad.ports)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
