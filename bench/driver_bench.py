@@ -201,7 +201,8 @@ def pct(xs: list[float], q: float) -> float:
 def plugin_start_steps(nomad: Nomad, task_ids: set[str]) -> dict[str, list[float]]:
     """The plugin's own account of each start (its "task started" log line): the image step and
     everything after it (clone, spec, supervisor + runc), in ms."""
-    out: dict[str, list[float]] = {"image_ms": [], "start_ms": []}
+    out: dict[str, list[float]] = {k: [] for k in (
+        "image_ms", "start_ms", "spec_ms", "clone_ms", "files_ms", "runtime_ms")}
     for line in nomad.rig.check("logs", instance=nomad.instance)["stderr"]:
         if '"task started"' not in line:
             continue
@@ -209,7 +210,8 @@ def plugin_start_steps(nomad: Nomad, task_ids: set[str]) -> dict[str, list[float
             rec = json.loads(line)
             if rec.get("task_id") in task_ids:
                 for k in out:
-                    out[k].append(float(rec[k]))
+                    if k in rec:  # the split of start_ms is logged by newer plugins only
+                        out[k].append(float(rec[k]))
     return out
 
 

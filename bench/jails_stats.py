@@ -2,7 +2,8 @@
 
   python bench/jails_stats.py [--n 100] [--rounds 5]
 
-xc: rt.stats(name) reads the container's cgroup files directly (no process per sample).
+xc: rt.stats(name) reads the container's cgroup files directly (no process per sample);
+rt.sample(name) is the same without the runtime's percent (what the driver's TaskStats reads).
 Baseline in the same run: `runc events --stats <id>`, one process per sample, as a driver that
 asks the runtime would do. Prints the mean per-sample cost of each and the ratio.
 """
@@ -35,6 +36,11 @@ def main() -> None:
                 assert u.pids >= 1
         xc = (time.perf_counter() - t0) / (args.rounds * len(names))
         t0 = time.perf_counter()
+        for _ in range(args.rounds):
+            for name in names:
+                rt.sample(name)
+        raw = (time.perf_counter() - t0) / (args.rounds * len(names))
+        t0 = time.perf_counter()
         for name in names:  # one round: a process per sample is slow
             subprocess.run(
                 ["runc", "--root", str(rt.runc_root), "events", "--stats", name],
@@ -46,6 +52,7 @@ def main() -> None:
             rt.stop(name, 9, 5)
     print(f"jails stats sample cost with {args.n} running tasks")
     print(f"  xc rt.stats (cgroup files)      {xc * 1e6:8.1f} us/sample")
+    print(f"  xc rt.sample (TaskStats' path)  {raw * 1e6:8.1f} us/sample")
     print(f"  runc events --stats (process)   {bare * 1e6:8.1f} us/sample")
     print(f"  ratio xc/runc                   {xc / bare:8.3f}")
     print(f"  one sweep over all tasks        {xc * args.n * 1e3:8.2f} ms (xc)")

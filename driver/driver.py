@@ -151,8 +151,9 @@ class XcDriver:
             if abi == "linux":
                 self._event(nomad, f"Image {image.built_for} runs under FreeBSD's Linux ABI "
                             "(linux64)", {"image": cfg.image, "abi": "linux64"})
+            steps: dict[str, float] = {}  # the blocking part's own split, for the log line
             started = asyncio.ensure_future(self._run(self._start_blocking, nomad, cfg, name,
-                                                      image, abi, net_req))
+                                                      image, abi, net_req, steps))
             try:
                 state = await asyncio.shield(started)
             except asyncio.CancelledError:
@@ -167,15 +168,17 @@ class XcDriver:
         log.info("task started", extra={"task_id": state.task_id, "jail": name,
                                         "image": state.image_digest,
                                         "image_ms": round((t_image - t0) * 1000, 1),
-                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1)})
+                                        "start_ms": round((time.monotonic() - t_image) * 1000, 1),
+                                        **steps})
         return state
 
     def _start_blocking(self, nomad: NomadTask, cfg: TaskConfig, name: str,
                         image: zfsimage.Image, abi: str,
-                        net_req: NetRequest | None) -> DriverState:
+                        net_req: NetRequest | None,
+                        steps: dict[str, float] | None = None) -> DriverState:
         starter = Starter(self.config, self.runtime, self.images, self.tasks, self.networks,
                           self._node)
-        return starter.start(nomad, cfg, name, image, abi, net_req)
+        return starter.start(nomad, cfg, name, image, abi, net_req, steps)
 
     def _discard_started(self, fut: asyncio.Future[DriverState]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -366,4 +369,3 @@ def describe(entry: TaskEntry) -> dict[str, str]:
     if entry.state.disk_bytes:
         attrs["disk_quota_bytes"] = str(entry.state.disk_bytes)
     return attrs
-

@@ -46,10 +46,15 @@ class Starter:
     node: Callable[[], Node]
 
     def start(self, nomad: NomadTask, cfg: TaskConfig, name: str, image: zfsimage.Image,
-              abi: str, net_req: NetRequest | None) -> DriverState:
+              abi: str, net_req: NetRequest | None,
+              steps: dict[str, float] | None = None) -> DriverState:
         """Start the task as jail ``name`` from the pulled ``image``; its ``driver_state``.
-        Raises ConfigError or StartFailed (see ``start_error``) after undoing every effect."""
+        Raises ConfigError or StartFailed (see ``start_error``) after undoing every effect.
+        ``steps`` gets the ms of each part (spec and record, clone, network and files, runtime
+        start)."""
         rt, store = self.runtime, self.images
+        split = steps if steps is not None else {}
+        t = time.monotonic()
         undo: list[Callable[[], None]] = []
         try:
             self.clear_previous(name)
@@ -74,7 +79,9 @@ class Starter:
             undo.append(lambda: self.tasks.forget(name))
             self.tasks.save(state)
             undo.append(lambda: store.destroy_rootfs(name))
+            t_clone = time.monotonic()
             rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
+            t_cloned = time.monotonic()
             if rootfs != spec.rootfs:
                 spec = dataclasses.replace(spec, rootfs=rootfs)
             if net_req is not None:
@@ -91,7 +98,10 @@ class Starter:
                 # e.g. a template or the network files above, is bound as it is).
                 if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
+            t_run = time.monotonic()
             handle = rt.start(spec)
+            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(t_cloned - t_clone),
+                         files_ms=_ms(t_run - t_cloned), runtime_ms=_ms(time.monotonic() - t_run))
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
             for fn in reversed(undo):
@@ -142,3 +152,7 @@ def net_request(cfg: TaskConfig, nomad: NomadTask) -> NetRequest | None:
     """The network the task asks the driver for (None: the host's or Nomad's group network)."""
     group = nomad.network is not None and nomad.network.mode == "group"
     return request_of(cfg, group, nomad.ports)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

@@ -1,6 +1,6 @@
 """TaskStats: resource samples of running tasks in Nomad's terms, streamed at an interval.
 
-Sampling goes through ``jails.Runtime.stats`` (a few cgroup/racct reads, no process spawned). The
+Sampling goes through ``jails.Runtime.sample`` (a few cgroup/racct reads, no process spawned). The
 samples every stream wants at the same moment are taken together in one worker thread: streams tick
 on a shared grid of their interval, so 100 tasks at 1 s cost one thread hop per second, and a slow
 read (FreeBSD's ``rctl -u`` fallback) never blocks the event loop serving other RPCs.
@@ -296,7 +296,9 @@ class Sampler:
         out: dict[str, Usage | Exception] = {}
         for name in names:
             try:
-                out[name] = self.runtime.stats(name)
+                # raw: each stream's CpuTracker derives the percent (Runtime.stats' own
+                # derivation would be computed and thrown away, sample after sample)
+                out[name] = self.runtime.sample(name)
             except Exception as exc:  # handed to the stream that asked
                 out[name] = exc
         return out

@@ -44,21 +44,32 @@ class OpenFiles:
         self._fds: dict[str, int] = {}
         self._mu = threading.Lock()
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, size: int = 16384) -> bytes:
+        """The file's current content (``size`` bytes at most: the single-number files of a
+        sample are read with a small buffer, as the allocation showed up per read)."""
         for _ in range(2):  # a stale fd (cgroup removed and made again) is reopened once
-            with self._mu:
-                fd = self._fds.get(path)
+            # dict.get is atomic: the lock is only for opening, not on every sample's reads
+            fd = self._fds.get(path)
+            if fd is None:
+                fd = self._open(path)
                 if fd is None:
-                    try:
-                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                    except OSError:
-                        return b""
-                    self._fds[path] = fd
+                    return b""
             try:
-                return os.pread(fd, 65536, 0)
+                return os.pread(fd, size, 0)
             except OSError:
                 self._drop(path, fd)
         return b""
+
+    def _open(self, path: str) -> int | None:
+        with self._mu:
+            fd = self._fds.get(path)
+            if fd is None:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                self._fds[path] = fd
+            return fd
 
     def _drop(self, path: str, fd: int) -> None:
         with self._mu:
@@ -133,7 +144,7 @@ class CgroupPaths:
                 ("pids", "pids.current"))}
 
     def _int(self, path: str) -> int | None:
-        return _int_of(self.files.read(path))
+        return _int_of(self.files.read(path, 64))
 
 
     def dir(self, controller: str) -> Path:

@@ -349,10 +349,14 @@ class Runtime(abc.ABC):
                 return
             wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
 
+    def sample(self, name: str) -> Usage:
+        """One raw usage sample: cumulative times, no percent derived here (a caller keeping its
+        own previous sample per reader, as the driver's TaskStats streams do, derives its own)."""
+        return self._sample(self._task(name))
+
     def stats(self, name: str) -> Usage:
         """One usage sample of the whole jail/container (Usage.measured says which fields)."""
-        task = self._task(name)
-        usage = self._sample(task)
+        usage = self.sample(name)
         with self._mu:
             prev = self._last_cpu.get(name)
             self._last_cpu[name] = (usage.timestamp_ns, usage.cpu_total_ns)
