@@ -15,7 +15,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +27,8 @@ from typing import Any
 import pytest
 
 from driver.install import install
+from tests.fixtures.network import http_get, net_bridge, net_prefix, remove_by_name, test_pool
 from tests.fixtures.network import leftovers as net_leftovers
-from tests.fixtures.network import net_bridge, net_prefix, remove_by_name, test_pool
 from tests.fixtures.nomad import _cleanup, _remove_cgroups
 from tests.fixtures.runc import runc_usable
 from tests.fixtures.sweep import test_name
@@ -303,25 +302,6 @@ def _drain(q: queue.Queue[str]) -> str:
             return "".join(out)
 
 
-def _http_get(port: int, timeout: float = 30) -> str:
-    """GET / from 127.0.0.1:port (loopback only), retried until the server answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
-                conn.sendall(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n")
-                data = b""
-                while chunk := conn.recv(4096):
-                    data += chunk
-            if data:
-                return data.decode(errors="replace")
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing answered on 127.0.0.1:{port}")
-        time.sleep(0.2)
-
-
 def test_web_job_runs_two_instances_each_on_its_own_published_port(examples: Examples) -> None:
     proc = subprocess.Popen(examples.argv("web", "--run-for", "10m"), env=examples.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -348,7 +328,7 @@ def test_web_job_runs_two_instances_each_on_its_own_published_port(examples: Exa
                 ports[int(ln[1:ln.index("]")])] = int(ln.rsplit(":", 1)[1].split()[0])
         assert sorted(ports) == [0, 1] and ports[0] != ports[1], "".join(seen)
         for index, port in ports.items():
-            assert f"hello from web instance {index}" in _http_get(port), "".join(seen)
+            assert f"hello from web instance {index}" in http_get("127.0.0.1", port), "".join(seen)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         reader.join(10)

@@ -11,12 +11,11 @@ import concurrent.futures
 import ipaddress
 import json
 import socket
-import time
 from typing import Any
 
 import pytest
 
-from tests.fixtures.network import test_pool
+from tests.fixtures.network import http_get, test_pool
 from tests.fixtures.nomad import Nomad, TaskRun
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -88,26 +87,6 @@ def httpd(page: str, port: int = 8080, mode: str = BRIDGE) -> str:
     """busybox httpd serving ``page`` at / on ``port``, printing its interfaces first."""
     return sh(f"{IFACES}; mkdir -p /local/www; echo {json.dumps(page)} > /local/www/index.html; "
               f"echo serving; exec /bin/busybox httpd -f -p {port} -h /local/www") + "\n" + mode
-
-
-def http_get(address: str, port: int, timeout: float = 30) -> str:
-    """GET / from address:port: loopback, or an address inside a namespace this test made."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((address, port), timeout=3) as conn:
-                conn.settimeout(5)
-                conn.sendall(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
-                data = b""
-                while chunk := conn.recv(4096):
-                    data += chunk
-            if data:
-                return data.decode(errors="replace")
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing answered on {address}:{port}")
-        time.sleep(0.2)
 
 
 def exec_out(nomad: Nomad, run: TaskRun, script: str) -> str:
