@@ -108,6 +108,16 @@ def _start_error(exc: NetworkError) -> Exception:
     return StartFailed(f"task network: {exc}", recoverable=True)
 
 
+def parent_params_of(allowed: Iterable[str]) -> dict[str, str]:
+    """What a FreeBSD alloc's parent jail carries so its task jails may set what the operator
+    allows: kern_jail.c refuses a child any ``allow.*`` its parent lacks and an
+    ``enforce_statfs`` below its parent's. The parent runs nothing, so this grants nothing."""
+    params = {name: "1" for name in sorted(allowed) if name.startswith("allow.")}
+    if "enforce_statfs" in allowed:
+        params["enforce_statfs"] = "0"
+    return params
+
+
 class TaskNetworks:
     """The plugin's alloc networks, opened on first use (nothing runs until a task asks)."""
 
@@ -121,8 +131,11 @@ class TaskNetworks:
     def nets(self) -> Networks:
         with self._lock:
             if self._nets is None:
-                self._nets = open_networks(self.config.resolved_backend(), self.state_dir,
-                                           self.config.network)
+                backend = self.config.resolved_backend()
+                options = ({"parent_params": parent_params_of(self.config.allowed_jail_params)}
+                           if backend == "freebsd" else {})
+                self._nets = open_networks(backend, self.state_dir, self.config.network,
+                                           **options)
             return self._nets
 
     def ensure(self, alloc_id: str, task: str, req: NetRequest) -> AllocNetwork:

@@ -329,3 +329,21 @@ def test_an_exhausted_pool_is_one_error_naming_the_option_and_leaves_nothing(
         asyncio.run(drv.start_task(nomad_task(tmp_path), BRIDGE_TASK))
     assert "network.ipv4_pool" in str(info.value) and info.value.recoverable
     assert images.clones == set() and not list((tmp_path / "driver").glob("*.json"))
+
+
+def test_a_freebsd_parent_jail_carries_what_tasks_may_set() -> None:
+    from driver.tasknet import parent_params_of
+
+    assert parent_params_of([]) == {}
+    assert parent_params_of(["allow.raw_sockets", "sysvipc", "allow.mount.tmpfs"]) == {
+        "allow.mount.tmpfs": "1", "allow.raw_sockets": "1"}
+    assert parent_params_of(["enforce_statfs"]) == {"enforce_statfs": "0"}
+
+
+def test_the_freebsd_networks_get_the_parent_params(tmp_path: Path) -> None:
+    from driver.tasknet import TaskNetworks
+
+    cfg = plugin(dataset="tank/xc", backend="freebsd",
+                 allowed_jail_params=["allow.raw_sockets", "sysvipc"])
+    nets = TaskNetworks(cfg, tmp_path).nets
+    assert getattr(nets, "parent_params", None) == {"allow.raw_sockets": "1"}
