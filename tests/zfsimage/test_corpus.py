@@ -21,6 +21,7 @@ import pytest
 import zstandard
 
 from tests.fixtures.images import E, compress, d, f, hard, sym, tar_bytes
+from tests.zfsimage.hostile import sandbox_snapshot
 from zfsimage.errors import DigestMismatch, UnsafeLayer
 from zfsimage.extract import LayerLimits, apply_layer, split_path
 
@@ -47,24 +48,6 @@ def _fix(e: E, out: Path) -> E:
              e.linkname.replace(OUT, str(out)), e.mtime,
              {k: v.replace(OUT, str(out)) for k, v in e.pax.items()}, e.devmajor, e.devminor,
              e.uname)
-
-
-def _snapshot(sandbox: Path) -> dict[str, tuple[object, ...]]:
-    """Everything in the sandbox except the root: type, mode, owner, size, links, content."""
-    snap: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(sandbox):
-        if Path(dirpath) == sandbox:
-            dirnames[:] = [n for n in dirnames if n != "root"]
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = os.lstat(p)
-            h = ""
-            if stat.S_ISREG(st.st_mode):
-                h = hashlib.sha256(p.read_bytes()).hexdigest()
-            link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
-            snap[str(p)] = (st.st_mode, st.st_uid, st.st_size, st.st_nlink, h, link,
-                            st.st_mtime_ns)
-    return snap
 
 
 def _host_state(extra: list[Path]) -> tuple[object, ...]:
@@ -261,7 +244,7 @@ def test_corpus(case: Case, tmp_path: Path) -> None:
     (out / "sentinel").write_text("sentinel")
     (out / "sub").mkdir()
     parents = [tmp_path, tmp_path.parent, tmp_path.parent.parent]
-    before, host_before = _snapshot(sandbox), _host_state(parents)
+    before, host_before = sandbox_snapshot(sandbox), _host_state(parents)
     err: Exception | None = None
     try:
         for i, layer in enumerate(case.layers):
@@ -279,7 +262,7 @@ def test_corpus(case: Case, tmp_path: Path) -> None:
             apply_layer(p, comp, root, did, case.limits, what=f"layer {i}")
     except (UnsafeLayer, DigestMismatch) as exc:
         err = exc
-    assert _snapshot(sandbox) == before, "something outside the root changed"
+    assert sandbox_snapshot(sandbox) == before, "something outside the root changed"
     assert _host_state(parents) == host_before, "the host was touched"
     if case.error is not None:
         assert isinstance(err, case.error), f"expected {case.error.__name__}, got {err!r}"

@@ -19,11 +19,9 @@ derandomised so CI is stable); the longer campaign is ``python -m bench.image_fu
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import shutil
-import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -43,6 +41,7 @@ from tests.zfsimage.fuzz_layers import (
     refused_by_header,
     render,
 )
+from tests.zfsimage.hostile import sandbox_snapshot
 from tests.zfsimage.oci_model import Layer, Refused, Tree
 from zfsimage import LayerLimits, zfs
 from zfsimage.errors import ImageError
@@ -72,20 +71,6 @@ def fuzz_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
         zfs.destroy(ds, recursive=True)
 
 
-def _outside(sandbox: Path) -> dict[str, tuple[object, ...]]:
-    snap: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(sandbox):
-        if Path(dirpath) == sandbox:
-            dirnames[:] = [n for n in dirnames if n != "root"]
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = os.lstat(p)
-            h = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else ""
-            snap[str(p)] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, h,
-                            os.readlink(p) if stat.S_ISLNK(st.st_mode) else "")
-    return snap
-
-
 def _model_step(tree: Tree, specs: list[Spec], cut: bool) -> bool:
     """Apply one layer to the model; False when the model refuses it."""
     layer = Layer(tree)
@@ -111,7 +96,7 @@ def run_stack(top: Path, stack: list[list[Spec]], truncate: list[bool]) -> None:
     out.mkdir()
     (out / "canary").write_text("canary")
     os.symlink("canary", out / "link")
-    before = _outside(sandbox)
+    before = sandbox_snapshot(sandbox)
     tree = Tree()
     try:
         for i, (specs, cut) in enumerate(zip(stack, truncate, strict=True)):
@@ -126,7 +111,7 @@ def run_stack(top: Path, stack: list[list[Spec]], truncate: list[bool]) -> None:
                 err = exc
             finally:
                 blob.unlink()
-            assert _outside(sandbox) == before, "something outside the root changed"
+            assert sandbox_snapshot(sandbox) == before, "something outside the root changed"
             if err is not None:
                 msg = str(err)
                 assert msg.startswith(f"layer {i}") and "\n" not in msg and "\x1b" not in msg
