@@ -20,16 +20,11 @@ import ctypes
 import errno
 import os
 import stat
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jails.errors import JailError, SpecError
-
-if sys.platform == "linux":
-    O_PATH = os.O_PATH
-else:  # the module is the Linux backend's; this keeps it importable and type-checked elsewhere
-    O_PATH = os.O_RDONLY
+from jails.errors import JailError
+from jails.sourcefd import open_source
 
 MS_BIND = 0x1000
 MS_REC = 0x4000
@@ -60,33 +55,6 @@ def _detach(target: str) -> None:
             raise OSError(err, os.strerror(err), target)
 
 
-def open_exact(path: Path) -> int:
-    """An O_PATH fd of ``path``, opened one component at a time with O_NOFOLLOW; SpecError when
-    a component is a symlink (callers resolve sources first, so one now means it changed)."""
-    parts = Path(path).parts
-    if not parts or parts[0] != "/":
-        raise SpecError("mounts.source", f"{path} must be an absolute path")
-    fd = os.open("/", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for i, part in enumerate(parts[1:], start=1):
-            try:
-                nfd = os.open(part, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                raise SpecError("mounts.source", f"{path} does not exist on the host") from None
-            os.close(fd)
-            fd = nfd
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
-                raise SpecError(
-                    "mounts.source",
-                    f"{Path(*parts[: i + 1])} is a symbolic link: give bind sources resolved "
-                    "(realpath), and do not change them while the task starts",
-                )
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 class Pins:
     """Pin points of every task under one state root."""
 
@@ -107,7 +75,7 @@ class Pins:
         out: list[Path] = []
         try:
             for i, source in enumerate(sources):
-                fd = open_exact(source)
+                fd = open_source(str(source))
                 try:
                     at = task / str(i)  # as points() says
                     if stat.S_ISDIR(os.fstat(fd).st_mode):

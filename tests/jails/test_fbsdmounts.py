@@ -14,10 +14,10 @@ from jails.fbsdmounts import (
     check_bind,
     mount_plan,
     nullfs_file_binds,
-    open_source,
     parse_mount_p,
 )
 from jails.plans import MountStep
+from jails.sourcefd import open_source
 
 
 @pytest.mark.parametrize(

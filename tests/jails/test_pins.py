@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from jails.errors import SpecError
-from jails.pins import Pins, open_exact
+from jails.pins import Pins
+from jails.sourcefd import open_source
 
 pytestmark = pytest.mark.root
 
@@ -78,15 +79,15 @@ def test_a_component_swapped_for_a_symlink_is_refused_and_nothing_stays_pinned(
     assert pins.names() == []
 
 
-def test_open_exact_follows_nothing(tmp_path: Path) -> None:
+def test_open_source_follows_nothing(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     os.symlink("real", tmp_path / "link")
-    fd = open_exact(tmp_path / "real")
+    fd = open_source(str(tmp_path / "real"))
     try:
         assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "real"))
     finally:
         os.close(fd)
     with pytest.raises(SpecError, match="symbolic link"):
-        open_exact(tmp_path / "link")
+        open_source(str(tmp_path / "link"))
     with pytest.raises(SpecError, match="does not exist"):
-        open_exact(tmp_path / "missing")
+        open_source(str(tmp_path / "missing"))
