@@ -125,7 +125,14 @@ class FreeBSDNetworks(Networks):
             self.ifconfig(cfg.bridge, "addm", a_end)
             self.ifconfig(a_end, "up")
         elif lease.mode == "alias":
-            self.ifconfig(cfg.alias_interface, "inet", f"{lease.address}/32", "alias")
+            try:
+                self.ifconfig(cfg.alias_interface, "inet", f"{lease.address}/32", "alias")
+            except CommandFailed as exc:
+                if "does not exist" not in exc.stderr:  # ifconfig.c: "interface %s does not exist"
+                    raise
+                raise NetworkError("network.alias_interface", f"{cfg.alias_interface!r} is not an "
+                                   "interface of this host; set alias_interface to one that "
+                                   "`ifconfig -l` lists") from exc
         self.run(self._parent_argv(lease, names))
         if lease.mode == "alias":
             return

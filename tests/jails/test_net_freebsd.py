@@ -174,6 +174,16 @@ def test_alias_needs_its_options(rec: NetRecorder, tmp_path: Path) -> None:
     assert err.value.field == "network.alias_interface" and rec.calls == []
 
 
+def test_a_missing_alias_interface_names_the_option(rec: NetRecorder, tmp_path: Path) -> None:
+    rec.reply(["/sbin/ifconfig", "vtnet9"], 1, "", "ifconfig: interface vtnet9 does not exist\n")
+    n = nets(rec, tmp_path, alias_interface="vtnet9", alias_pool="192.0.2.16/28")
+    with pytest.raises(NetworkError) as err:
+        n.ensure(ALLOC, "alias", task="t")
+    assert err.value.field == "network.alias_interface" and "vtnet9" in err.value.message
+    assert not any(c[0] == "/usr/sbin/jail" and c[1] == "-c" for c in rec.calls)
+    assert n.get(ALLOC) is None  # the lease went with the failed setup
+
+
 def test_failed_setup_is_undone_in_reverse(rec: NetRecorder, tmp_path: Path) -> None:
     rec.reply(["/usr/sbin/jexec", PJ, "/sbin/route"], 1, "", "route: writing to routing "
               "socket: Network is unreachable\n")
