@@ -19,8 +19,9 @@ zfs-fuse pool, a local registry and runc, like the e2e tests:
    what each task costs outside itself (its supervisor's RSS/PSS; runc leaves no process).
 3. CPU the plugin spends serving TaskStats at 1 s for every task, over --window seconds, vs the
    same plugin over the same window with the streams closed, and vs a bare grpc-aio server
-   streaming the same TaskStatsResponse bytes on as many streams (bench/grpc_floor.py): the part
-   of the figure that is grpc's own. Goal: < 5% of one core, <= 2x the bare server.
+   streaming the same TaskStatsResponse bytes on as many streams (bench/grpc_floor.py) over the
+   same window, in its own process: the part of the figure that is grpc's own. Goal: < 5% of
+   one core, <= 2x the bare server.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpc_floor import floor_cpu  # noqa: E402
+from bench.grpc_floor import floor_server  # noqa: E402
 from driver import stats as st  # noqa: E402
 from driver.convert_io import stats_to_proto  # noqa: E402
 from tests.fixtures import zpool as zpool_fx  # noqa: E402
@@ -127,8 +128,10 @@ def start_task(nomad: Nomad, memory: int = 16) -> tuple[TaskRun, float]:
     return run, time.perf_counter() - t0
 
 
-def bare_start(origin: str, dataset: str, work: Path, i: int) -> tuple[float, str, str]:
-    """zfs clone + bundle + runc run -d: what the backend does for a task, and nothing else."""
+def bare_start(origin: str, dataset: str, work: Path, i: int,
+               split: dict[str, list[float]] | None = None) -> tuple[float, str, str]:
+    """zfs clone + bundle + runc run -d: what the backend does for a task, and nothing else.
+    ``split`` collects the clone's and runc's own times, to set beside the plugin's steps."""
     clone = f"{dataset}/bare{i}"
     mnt = work / f"bare{i}"
     bundle = work / f"bundle{i}"
@@ -140,15 +143,21 @@ def bare_start(origin: str, dataset: str, work: Path, i: int) -> tuple[float, st
     # session's can wedge zfs-fuse for the whole host (zfsimage/zfs.py).
     with zfs.mount_lock(argv):
         subprocess.run(argv, check=True, capture_output=True)
+    t_clone = time.perf_counter()
     bundle.mkdir()
     template["root"] = {"path": str(mnt), "readonly": False}
     template["linux"]["cgroupsPath"] = f"/{cgroup_parent()}/bare{i}"
     (bundle / "config.json").write_text(json.dumps(template))
     with open(work / "bare.log", "ab") as log:
+        t_runc = time.perf_counter()
         subprocess.run(["runc", "--root", str(work / "runc"), "run", "-d", "--bundle",
                         str(bundle), cid], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                        check=True)
-    return time.perf_counter() - t0, cid, clone
+    end = time.perf_counter()
+    if split is not None:
+        split.setdefault("bare zfs clone", []).append(t_clone - t0)
+        split.setdefault("bare runc run -d", []).append(end - t_runc)
+    return end - t0, cid, clone
 
 
 def bare_destroy(work: Path, cid: str, clone: str) -> None:
@@ -227,13 +236,14 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, Any]:
                       if "\t" in line and "@" in line.split("\t")[1])
         nomad.destroy(warm)
         xc, whole, bare, ids = [], [], [], set()
+        bare_split: dict[str, list[float]] = {}
         for i in range(starts):                     # interleaved: drift hits both alike
             run, dt = start_task(nomad)
             whole.append(dt)
             xc.append(float(run.reply["start_task_ms"]) / 1000)
             ids.add(run.task_id)
             nomad.destroy(run)
-            dt, cid, clone = bare_start(origin, nomad.dataset, work, i)
+            dt, cid, clone = bare_start(origin, nomad.dataset, work, i, bare_split)
             bare.append(dt)
             bare_destroy(work, cid, clone)
         steps = plugin_start_steps(nomad, ids)
@@ -251,6 +261,7 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, Any]:
         for _dt, cid, clone in made:
             bare_destroy(work, cid, clone)
         return {"xc": xc, "bare": bare, "whole": whole, "steps": steps,
+                "bare_split": {k: statistics.median(v) * 1000 for k, v in bare_split.items()},
                 "xc_concurrent": xc_concurrent, "bare_concurrent": bare_concurrent}
     finally:
         mounts = Path("/proc/mounts").read_text().splitlines()
@@ -377,10 +388,52 @@ def stream_counts(nomad: Nomad, runs: list[TaskRun]) -> tuple[list[int], list[st
     return counts, problems
 
 
-def window_cpu(pid: int, seconds: float) -> float:
-    c0, t0 = cpu_seconds(pid), time.monotonic()
+def window_cpu(pid: int, seconds: float, *more: int) -> Any:
+    """Percent of one core ``pid`` spent over the window; with ``more`` pids, a tuple of each
+    one's over the same window."""
+    pids = (pid, *more)
+    c0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100.0
+    dt = time.monotonic() - t0
+    pct = tuple((cpu_seconds(p) - c) / dt * 100.0 for p, c in zip(pids, c0, strict=True))
+    return pct if more else pct[0]
+
+
+def start_rows(start: dict[str, Any], phases: dict[str, float]) -> list[tuple[str, ...]]:
+    xc_ms = [x * 1000 for x in start["xc"]]
+    bare_ms = [x * 1000 for x in start["bare"]]
+    xc_med, bare_med = statistics.median(xc_ms), statistics.median(bare_ms)
+    whole_med = statistics.median(start["whole"]) * 1000
+    rows: list[tuple[str, ...]] = [
+        ("StartTask->running, cached image (median)", f"{xc_med:.0f} ms",
+         f"zfs clone + runc run -d: {bare_med:.0f} ms", f"{xc_med / bare_med:.2f}x", "<= 1.2x"),
+        (f"  p90 / max of {len(xc_ms)}", f"{pct(xc_ms, 0.9):.0f} / {max(xc_ms):.0f} ms",
+         f"{pct(bare_ms, 0.9):.0f} / {max(bare_ms):.0f} ms",
+         f"{pct(xc_ms, 0.9) / pct(bare_ms, 0.9):.2f}x", ""),
+        (f"  {len(xc_ms)} starts 4 at a time, total", f"{start['xc_concurrent'] * 1000:.0f} ms",
+         f"{start['bare_concurrent'] * 1000:.0f} ms",
+         f"{start['xc_concurrent'] / start['bare_concurrent']:.2f}x", ""),
+        ("  with the client's own prep (alloc dir, FIFOs, schema)", f"{whole_med:.0f} ms",
+         "", f"{whole_med / bare_med:.2f}x", ""),
+    ]
+    rows += [(f"  in the plugin: {k} (median)", f"{statistics.median(v):.1f} ms", "", "", "")
+             for k, v in start["steps"].items() if v]
+    rows += [(f"  {k} (median)", "", f"{v:.1f} ms", "", "")
+             for k, v in start["bare_split"].items()]
+    rows += [(f"  in-process {k} (median)", f"{v:.1f} ms", "", "", "")
+             for k, v in phases.items()]
+    return rows
+
+
+def print_table(command: str, rows: list[tuple[str, ...]], header: str) -> None:
+    print(f"\n$ {command}")
+    if header:
+        print(header)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    head = ("measure", "xc", "baseline (same run)", "ratio", "goal")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    for r in (head, tuple("-" * w for w in widths), *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 def main() -> int:
@@ -391,6 +444,8 @@ def main() -> int:
     # ones catch that periodic wake in some runs and miss it in others.
     ap.add_argument("--window", type=float, default=60.0, help="seconds per CPU window")
     ap.add_argument("--quick", action="store_true", help="10 tasks, 5 starts, 5 s windows")
+    ap.add_argument("--start-only", action="store_true",
+                    help="StartTask figures only (no resident tasks, no TaskStats windows)")
     a = ap.parse_args()
     if a.quick:
         a.tasks, a.starts, a.window = 10, 5, 5.0
@@ -399,6 +454,9 @@ def main() -> int:
         print("start latency...", file=sys.stderr, flush=True)
         start = bench_start(nomad, a.starts)
         phases = bench_phases(nomad, a.starts)
+        if a.start_only:
+            print_table(command, start_rows(start, phases), "")
+            return 0
         print(f"starting {a.tasks} tasks...", file=sys.stderr, flush=True)
 
         idle_rss = rss_kib(pid)
@@ -412,33 +470,22 @@ def main() -> int:
         sup_pss = [pss_kib(p) for p in sups]
 
         quiet = window_cpu(pid, a.window)
-        for run in runs:
-            nomad.rig.check("stats_start", instance=nomad.instance, task_id=run.task_id,
-                            interval_s=1.0, stream=f"stats:{run.task_id}")
-        time.sleep(2)                                  # streams settle into their interval
-        serving = window_cpu(pid, a.window)
+        # The bare server streams over the same window, in its own process: both figures see
+        # the same machine (a floor measured before or after drifted by up to 30%).
+        with floor_server(a.tasks, taskstats_message()) as (floor_pid, _):
+            for run in runs:
+                nomad.rig.check("stats_start", instance=nomad.instance, task_id=run.task_id,
+                                interval_s=1.0, stream=f"stats:{run.task_id}")
+            time.sleep(2)                              # streams settle into their interval
+            serving, floor = window_cpu(pid, a.window, floor_pid)
         got, quiet_streams = stream_counts(nomad, runs)
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(nomad.destroy, runs))
-    floor, _ = floor_cpu(a.tasks, a.window, taskstats_message())
 
     per_task_plugin = (busy_rss - idle_rss) / max(a.tasks, 1)
-    xc_ms = [x * 1000 for x in start["xc"]]
-    bare_ms = [x * 1000 for x in start["bare"]]
-    xc_med, bare_med = statistics.median(xc_ms), statistics.median(bare_ms)
-    whole_med = statistics.median(start["whole"]) * 1000
     rows = [
-        ("StartTask->running, cached image (median)", f"{xc_med:.0f} ms",
-         f"zfs clone + runc run -d: {bare_med:.0f} ms", f"{xc_med / bare_med:.2f}x", "<= 1.2x"),
-        (f"  p90 / max of {len(xc_ms)}", f"{pct(xc_ms, 0.9):.0f} / {max(xc_ms):.0f} ms",
-         f"{pct(bare_ms, 0.9):.0f} / {max(bare_ms):.0f} ms",
-         f"{pct(xc_ms, 0.9) / pct(bare_ms, 0.9):.2f}x", ""),
-        (f"  {len(xc_ms)} starts 4 at a time, total", f"{start['xc_concurrent'] * 1000:.0f} ms",
-         f"{start['bare_concurrent'] * 1000:.0f} ms",
-         f"{start['xc_concurrent'] / start['bare_concurrent']:.2f}x", ""),
-        ("  with the client's own prep (alloc dir, FIFOs, schema)", f"{whole_med:.0f} ms",
-         "", f"{whole_med / bare_med:.2f}x", ""),
+        *start_rows(start, phases),
         (f"plugin RSS with {a.tasks} running tasks", f"{busy_rss / 1024:.1f} MiB",
          f"same plugin idle: {idle_rss / 1024:.1f} MiB", f"{busy_rss / idle_rss:.2f}x",
          f"+{per_task_plugin:.0f} KiB/task"),
@@ -451,21 +498,12 @@ def main() -> int:
         ("  bare grpc-aio streaming the same message as often", "",
          f"{floor:.2f}% of a core", f"{serving / floor:.1f}x" if floor > 0 else "", "<= 2x"),
     ]
-    in_plugin = [(f"  in the plugin: {k} (median)", f"{statistics.median(v):.0f} ms", "", "", "")
-                 for k, v in start["steps"].items() if v]
-    rows[4:4] = in_plugin + [(f"  in-process {k} (median)", f"{v:.0f} ms", "", "", "")
-                             for k, v in phases.items()]
-    print(f"\n$ {command}")
-    print(f"tasks={a.tasks} starts={a.starts} window={a.window:.0f}s; "
-          f"stats samples per task in the window: min {min(got) if got else 0}, "
-          f"max {max(got) if got else 0}\n")
+    header = (f"tasks={a.tasks} starts={a.starts} window={a.window:.0f}s; "
+              f"stats samples per task in the window: min {min(got) if got else 0}, "
+              f"max {max(got) if got else 0}\n")
     for line in quiet_streams:
-        print(f"WARNING: TaskStats stream {line}")
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    head = ("measure", "xc", "baseline (same run)", "ratio", "goal")
-    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
-    for r in (head, tuple("-" * w for w in widths), *rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        header += f"\nWARNING: TaskStats stream {line}"
+    print_table(command, rows, header)
     return 0
 
 

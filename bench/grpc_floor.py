@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -50,8 +52,10 @@ async def _serve(sock: str, payload: bytes) -> None:
     await server.wait_for_termination()
 
 
-def floor_cpu(streams: int, window_s: float, payload: bytes) -> tuple[float, int]:
-    """(percent of one core the bare server spent over the window, messages received)."""
+@contextlib.contextmanager
+def floor_server(streams: int, payload: bytes) -> Iterator[tuple[int, list[int]]]:
+    """The bare server in its own process with ``streams`` streams open and settled: its pid
+    (to read its CPU time) and the per-stream message counts, live."""
     work = Path(tempfile.mkdtemp(prefix="xc-bench-floor-"))
     sock = str(work / "floor.sock")
     server = subprocess.Popen([sys.executable, __file__, "--serve", sock, "--payload-hex",
@@ -78,10 +82,7 @@ def floor_cpu(streams: int, window_s: float, payload: bytes) -> tuple[float, int
         for i in range(streams):
             threading.Thread(target=drain, args=(i,), daemon=True).start()
         time.sleep(2)  # streams settle into their interval, as in driver_bench
-        c0, t0, n0 = _cpu_seconds(server.pid), time.monotonic(), sum(received)
-        time.sleep(window_s)
-        pct = (_cpu_seconds(server.pid) - c0) / (time.monotonic() - t0) * 100.0
-        return pct, sum(received) - n0
+        yield server.pid, received
     finally:
         if channel is not None:
             channel.close()
@@ -90,6 +91,15 @@ def floor_cpu(streams: int, window_s: float, payload: bytes) -> tuple[float, int
         for p in work.iterdir():
             p.unlink()
         work.rmdir()
+
+
+def floor_cpu(streams: int, window_s: float, payload: bytes) -> tuple[float, int]:
+    """(percent of one core the bare server spent over the window, messages received)."""
+    with floor_server(streams, payload) as (pid, received):
+        c0, t0, n0 = _cpu_seconds(pid), time.monotonic(), sum(received)
+        time.sleep(window_s)
+        pct = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0) * 100.0
+        return pct, sum(received) - n0
 
 
 def main() -> int:

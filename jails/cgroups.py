@@ -17,9 +17,22 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 USER_HZ = os.sysconf("SC_CLK_TCK")
 _TICK_NS = 1_000_000_000 // USER_HZ
 _MEASURED_V1 = ("cpu_user_ns", "cpu_system_ns", "cpu_total_ns", "cpu_percent",
-                "memory_rss_bytes", "memory_usage_bytes", "memory_max_usage_bytes", "pids")
+                "memory_rss_bytes", "memory_usage_bytes", "memory_max_usage_bytes")
 _MEASURED_V2 = ("cpu_user_ns", "cpu_system_ns", "cpu_total_ns", "cpu_percent",
-                "memory_rss_bytes", "memory_usage_bytes", "pids")
+                "memory_rss_bytes", "memory_usage_bytes")
+_FULL_V1 = (*_MEASURED_V1, "pids")
+_FULL_V2 = (*_MEASURED_V2, "pids")
+
+
+# The files of one sample, in the order _sample_v1/_sample_v2 unpack them (v1: the controller
+# is the name's prefix, each in its own hierarchy): what a TaskStats message shows, then the
+# rest of a full sample (limit, process count), read only when asked for.
+_FILES_V1: tuple[str, ...] = (
+    "cpuacct.stat", "cpuacct.usage", "memory.stat", "memory.usage_in_bytes",
+    "memory.max_usage_in_bytes")
+_FILES_V2: tuple[str, ...] = ("cpu.stat", "memory.stat", "memory.current", "memory.peak")
+_MORE_V1: tuple[str, ...] = ("memory.limit_in_bytes", "pids.current")
+_MORE_V2: tuple[str, ...] = ("memory.max", "pids.current")
 
 
 def _read(path: str) -> bytes:
@@ -37,59 +50,60 @@ def _read(path: str) -> bytes:
 
 
 class OpenFiles:
-    """Cgroup files kept open and re-read from offset 0 (the kernel regenerates them): a sample
-    then costs one read per file instead of open + read + close, which dominated it."""
+    """One cgroup's sample files, kept open and re-read from offset 0 (the kernel regenerates
+    them): a sample costs one pread per file instead of open + read + close, and the descriptors
+    sit in a tuple, as lookups per file showed up in every sample."""
 
-    def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+    def __init__(self, paths: tuple[str, ...], sizes: tuple[int, ...]) -> None:
+        self.paths = paths
+        self.sizes = sizes
+        self._fds: tuple[int, ...] | None = None  # -1: the file does not exist
         self._mu = threading.Lock()
 
-    def read(self, path: str, size: int = 16384) -> bytes:
-        """The file's current content (``size`` bytes at most: the single-number files of a
-        sample are read with a small buffer, as the allocation showed up per read)."""
-        for _ in range(2):  # a stale fd (cgroup removed and made again) is reopened once
-            # dict.get is atomic: the lock is only for opening, not on every sample's reads
-            fd = self._fds.get(path)
-            if fd is None:
-                fd = self._open(path)
-                if fd is None:
-                    return b""
+    def read_all(self) -> list[bytes]:
+        """Every file's current content, in ``paths`` order (b"" for a missing file)."""
+        for _ in range(2):  # stale fds (the cgroup removed and made again) are reopened once
+            fds = self._fds or self._open()
             try:
-                return os.pread(fd, size, 0)
+                return [os.pread(fd, size, 0) if fd >= 0 else b""
+                        for fd, size in zip(fds, self.sizes, strict=True)]
             except OSError:
-                self._drop(path, fd)
-        return b""
+                self._drop(fds)
+        return [b""] * len(self.paths)
 
-    def _open(self, path: str) -> int | None:
+    def _open(self) -> tuple[int, ...]:
         with self._mu:
-            fd = self._fds.get(path)
-            if fd is None:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    return None
-                self._fds[path] = fd
-            return fd
+            if self._fds is None:
+                fds = []
+                for path in self.paths:
+                    try:
+                        fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+                    except OSError:
+                        fds.append(-1)
+                self._fds = tuple(fds)
+            return self._fds
 
-    def _drop(self, path: str, fd: int) -> None:
+    def _drop(self, fds: tuple[int, ...]) -> None:
         with self._mu:
-            if self._fds.get(path) == fd:
-                del self._fds[path]
+            if self._fds is fds:
+                self._close_locked()
+
+    def _close_locked(self) -> None:
+        for fd in self._fds or ():
+            if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self._fds = None
 
     def close(self) -> None:
         with self._mu:
-            for fd in self._fds.values():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._fds.clear()
+            self._close_locked()
 
 
 def _int_of(data: bytes) -> int | None:
     try:
-        return int(data.split()[0])
-    except (ValueError, IndexError):
+        return int(data)  # int() takes the trailing newline
+    except ValueError:
         return None
 
 
@@ -129,23 +143,17 @@ class CgroupPaths:
         self.rel = rel.strip("/")
         self.mode = mode
         self.root = root
-        self.files = OpenFiles()
-        # file name -> path, built once: path building showed up in every sample
-        if mode == "v2":
-            d = str(root / self.rel)
-            names = ("cpu.stat", "memory.stat", "memory.current", "memory.peak", "memory.max",
-                     "pids.current")
-            self._paths = {n: f"{d}/{n}" for n in names}
+        # the sample's files, opened once; a stat file may be long, the others are one number
+        v2 = mode == "v2"
+        self.files = self._open_files(_FILES_V2 if v2 else _FILES_V1)
+        self.more = self._open_files(_MORE_V2 if v2 else _MORE_V1)
+
+    def _open_files(self, names: tuple[str, ...]) -> OpenFiles:
+        if self.mode == "v2":
+            paths = tuple(f"{self.root}/{self.rel}/{n}" for n in names)
         else:
-            self._paths = {n: f"{root}/{c}/{self.rel}/{n}" for c, n in (
-                ("cpuacct", "cpuacct.usage"), ("cpuacct", "cpuacct.stat"),
-                ("memory", "memory.stat"), ("memory", "memory.limit_in_bytes"),
-                ("memory", "memory.usage_in_bytes"), ("memory", "memory.max_usage_in_bytes"),
-                ("pids", "pids.current"))}
-
-    def _int(self, path: str) -> int | None:
-        return _int_of(self.files.read(path, 64))
-
+            paths = tuple(f"{self.root}/{n.split('.')[0]}/{self.rel}/{n}" for n in names)
+        return OpenFiles(paths, tuple(16384 if n.endswith(".stat") else 64 for n in names))
 
     def dir(self, controller: str) -> Path:
         if self.mode == "v2":
@@ -165,52 +173,56 @@ class CgroupPaths:
     def oom_kills(self) -> int:
         return _read_kv(self.oom_file()).get("oom_kill", 0)
 
-    def sample(self) -> Usage:
+    def sample(self, full: bool = True) -> Usage:
+        """CPU times and memory; with ``full`` also the memory limit and the process count
+        (two more reads, which a TaskStats message does not show)."""
         now = time.time_ns()
         if self.mode == "v2":
-            return self._sample_v2(now)
-        return self._sample_v1(now)
+            return self._sample_v2(now, full)
+        return self._sample_v1(now, full)
 
-    def _sample_v1(self, now: int) -> Usage:
-        p = self._paths
-        read = self.files.read
-        cpu = read(p["cpuacct.stat"])
-        limit = self._int(p["memory.limit_in_bytes"]) or 0
-        mstat = read(p["memory.stat"])
-        return Usage(
+    def _sample_v1(self, now: int, full: bool) -> Usage:
+        cpu, total, mstat, usage, max_usage = self.files.read_all()
+        rss = _field(mstat, b"total_rss", -1)  # the hierarchy's total; the cgroup's own if none
+        u = Usage(
             timestamp_ns=now,
             cpu_user_ns=_field(cpu, b"user") * _TICK_NS,
             cpu_system_ns=_field(cpu, b"system") * _TICK_NS,
-            cpu_total_ns=self._int(p["cpuacct.usage"]) or 0,
-            memory_rss_bytes=_field(mstat, b"total_rss", _field(mstat, b"rss")),
-            memory_usage_bytes=self._int(p["memory.usage_in_bytes"]) or 0,
-            memory_max_usage_bytes=self._int(p["memory.max_usage_in_bytes"]) or 0,
-            memory_limit_bytes=limit if limit < (1 << 62) else 0,
-            pids=self._int(p["pids.current"]) or 0,
+            cpu_total_ns=_int_of(total) or 0,
+            memory_rss_bytes=rss if rss >= 0 else _field(mstat, b"rss"),
+            memory_usage_bytes=_int_of(usage) or 0,
+            memory_max_usage_bytes=_int_of(max_usage) or 0,
             measured=_MEASURED_V1,
         )
+        if not full:
+            return u
+        limit, pids = self.more.read_all()
+        lim = _int_of(limit) or 0
+        return u._replace(memory_limit_bytes=lim if lim < (1 << 62) else 0,
+                          pids=_int_of(pids) or 0, measured=_FULL_V1)
 
-    def _sample_v2(self, now: int) -> Usage:
-        p = self._paths
-        read = self.files.read
-        cpu = read(p["cpu.stat"])
-        mstat = read(p["memory.stat"])
-        return Usage(
+    def _sample_v2(self, now: int, full: bool) -> Usage:
+        cpu, mstat, current, peak = self.files.read_all()
+        u = Usage(
             timestamp_ns=now,
             cpu_user_ns=_field(cpu, b"user_usec") * 1000,
             cpu_system_ns=_field(cpu, b"system_usec") * 1000,
             cpu_total_ns=_field(cpu, b"usage_usec") * 1000,
             memory_rss_bytes=_field(mstat, b"anon"),
-            memory_usage_bytes=self._int(p["memory.current"]) or 0,
-            memory_max_usage_bytes=self._int(p["memory.peak"]) or 0,
-            memory_limit_bytes=self._int(p["memory.max"]) or 0,  # "max" (unlimited) -> 0
-            pids=self._int(p["pids.current"]) or 0,
+            memory_usage_bytes=_int_of(current) or 0,
+            memory_max_usage_bytes=_int_of(peak) or 0,
             measured=_MEASURED_V2,
         )
+        if not full:
+            return u
+        limit, pids = self.more.read_all()
+        return u._replace(memory_limit_bytes=_int_of(limit) or 0,  # "max" (unlimited) -> 0
+                          pids=_int_of(pids) or 0, measured=_FULL_V2)
 
     def remove(self) -> None:
         """rmdir the container's cgroup in every hierarchy (runc delete normally does this)."""
         self.files.close()
+        self.more.close()
         for p in self.all_dirs():
             with contextlib.suppress(FileNotFoundError, OSError):
                 p.rmdir()

@@ -269,7 +269,7 @@ class FreeBSDRuntime(Runtime):
             if not _gone(exc, "no such process", "disabled", "not present"):
                 raise
 
-    def _sample(self, task: TaskDir) -> Usage:
+    def _sample(self, task: TaskDir, full: bool) -> Usage:  # racct has it all in one read
         ref = self._refs.get(task.name)
         if ref is None:  # read once per task and process: samples come every second
             ref = self._refs[task.name] = _ref(task.name, self._load_plan(task.spec()))

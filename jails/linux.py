@@ -69,6 +69,9 @@ class LinuxRuntime(Runtime):
         return f"/{self.cgroup_parent}/{name}"
 
     def cgroup(self, name: str) -> CgroupPaths:
+        cg = self._cgroups.get(name)  # dict.get is atomic: the lock is only for adding one
+        if cg is not None:
+            return cg
         with self._cg_mu:
             cg = self._cgroups.get(name)
             if cg is None:
@@ -189,8 +192,8 @@ class LinuxRuntime(Runtime):
             cg = self._cgroups.pop(name, None)
         (cg or CgroupPaths(self.cgroups_path(name), self.cgroup_mode)).remove()
 
-    def _sample(self, task: TaskDir) -> Usage:
-        return self.cgroup(task.name).sample()
+    def _sample(self, task: TaskDir, full: bool) -> Usage:
+        return self.cgroup(task.name).sample(full)
 
     def health(self) -> tuple[bool, str, dict[str, str]]:
         p = probe_host("linux", runc_bin=self.runc)

@@ -122,7 +122,9 @@ class Runtime(abc.ABC):
         None when spec.json is missing or unreadable: undo what the name alone identifies."""
 
     @abc.abstractmethod
-    def _sample(self, task: TaskDir) -> Usage: ...
+    def _sample(self, task: TaskDir, full: bool) -> Usage:
+        """CPU times and memory; with ``full`` also the process count and memory limit where
+        they cost extra reads (Usage.measured says which fields)."""
 
     def _plan_of(self, task: TaskDir) -> BackendPlan | None:
         """The task's plan, or None when its spec.json is gone or damaged (teardown then works
@@ -350,19 +352,22 @@ class Runtime(abc.ABC):
             wait_pid_exit(pids.supervisor_pid, pids.supervisor_start, min(remaining, 0.2))
 
     def sample(self, name: str) -> Usage:
-        """One raw usage sample: cumulative times, no percent derived here (a caller keeping its
-        own previous sample per reader, as the driver's TaskStats streams do, derives its own)."""
-        return self._sample(self._task(name))
+        """One raw usage sample of what a stats stream shows: cumulative CPU times and memory,
+        no percent derived here (a caller keeping its own previous sample per reader, as the
+        driver's TaskStats streams do, derives its own), and the process count only where it
+        costs nothing more (FreeBSD's racct)."""
+        return self._sample(self._task(name), False)
 
     def stats(self, name: str) -> Usage:
-        """One usage sample of the whole jail/container (Usage.measured says which fields)."""
-        usage = self.sample(name)
+        """One usage sample of the whole jail/container with everything the backend measures,
+        the process count included (Usage.measured says which fields)."""
+        usage = self._sample(self._task(name), True)
         with self._mu:
             prev = self._last_cpu.get(name)
             self._last_cpu[name] = (usage.timestamp_ns, usage.cpu_total_ns)
         if self.derive_cpu_percent and prev is not None and usage.timestamp_ns > prev[0]:
             pct = 100.0 * (usage.cpu_total_ns - prev[1]) / (usage.timestamp_ns - prev[0])
-            usage = _replace(usage, cpu_percent=max(pct, 0.0))
+            usage = usage._replace(cpu_percent=max(pct, 0.0))
         return usage
 
     def destroy(self, name: str) -> None:
@@ -399,11 +404,6 @@ class Runtime(abc.ABC):
             removed.append(name)
         return removed
 
-
-def _replace(u: Usage, **kw: Any) -> Usage:
-    import dataclasses
-
-    return dataclasses.replace(u, **kw)
 
 
 def env_dict(env: Sequence[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:

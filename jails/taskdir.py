@@ -224,12 +224,20 @@ class TaskDirs:
     def __init__(self, state_root: Path) -> None:
         self.root = state_root / "tasks"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
+        # TaskDir objects handed out before (a TaskDir is only its path): every TaskStats sample
+        # asks for one, and building the Path cost more than the stat itself
+        self._seen: dict[str, TaskDir] = {}
 
     def get(self, name: str) -> TaskDir | None:
-        # str paths and os.path: every TaskStats sample asks, and pathlib's joins cost more
-        # than the stat itself
-        p = f"{self.root}/{name}"
-        return TaskDir(Path(p)) if os.path.exists(f"{p}/spec.json") else None
+        p = f"{self._root}/{name}"
+        if not os.path.exists(f"{p}/spec.json"):
+            self._seen.pop(name, None)
+            return None
+        task = self._seen.get(name)
+        if task is None:
+            task = self._seen[name] = TaskDir(Path(p))
+        return task
 
     def new_staging(self, name: str) -> Path:
         p = self.root / f".new-{name}-{secrets.token_hex(4)}"
@@ -248,6 +256,7 @@ class TaskDirs:
 
     def retire(self, name: str) -> Path | None:
         """Rename the task dir out of the namespace (first step of removal)."""
+        self._seen.pop(name, None)
         src = self.root / name
         dst = self.root / f".del-{name}-{secrets.token_hex(4)}"
         try:

@@ -344,6 +344,11 @@ class RuntimeConformance:
         assert second.memory_usage_bytes > 0
         assert second.pids >= 1
         assert "cpu_total_ns" in second.measured
+        # what a TaskStats stream reads: the same times and memory, cumulative, no percent
+        lean = rt.sample(spec.name)
+        assert lean.cpu_total_ns >= second.cpu_total_ns
+        assert lean.memory_usage_bytes > 0 and lean.memory_rss_bytes > 0
+        assert "memory_usage_bytes" in lean.measured
         rt.destroy(spec.name)
 
     @pytest.mark.racct
