@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import zfsimage
@@ -78,12 +80,11 @@ class Starter:
             # says whose it is (what clear_previous and destroy of a lost handle rely on).
             undo.append(lambda: self.tasks.forget(name))
             self.tasks.save(state)
-            undo.append(lambda: store.destroy_rootfs(name))
             t_clone = time.monotonic()
-            rootfs = store.clone_rootfs(image, name, quota)  # refquota set as it is made
-            t_cloned = time.monotonic()
-            if rootfs != spec.rootfs:
-                spec = dataclasses.replace(spec, rootfs=rootfs)
+            # The clone runs beside the rest of the start (network, files, what the runtime can
+            # do before the root exists); the runtime waits for it before it needs the root.
+            clone = _Clone(store, image, name, quota)  # refquota set as it is made
+            undo.append(lambda: clone.undo(store))
             if net_req is not None:
                 nets = self.networks
                 undo.append(lambda: nets.release(nomad.alloc_id, nomad.name))
@@ -99,9 +100,9 @@ class Starter:
                 if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
             t_run = time.monotonic()
-            handle = rt.start(spec)
-            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(t_cloned - t_clone),
-                         files_ms=_ms(t_run - t_cloned), runtime_ms=_ms(time.monotonic() - t_run))
+            handle = rt.start(spec, rootfs_ready=clone.result)
+            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(clone.seconds),
+                         files_ms=_ms(t_run - t_clone), runtime_ms=_ms(time.monotonic() - t_run))
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
             for fn in reversed(undo):
@@ -129,6 +130,42 @@ class Starter:
             return  # no record, no jail: no clone either (the record is written first)
         self.images.destroy_rootfs(name)
         self.tasks.forget(name)
+
+
+class _Clone:
+    """``clone_rootfs`` run in a thread of its own from construction: the start goes on beside it
+    and ``result`` waits for the root (or raises the clone's error)."""
+
+    def __init__(self, store: Images, image: zfsimage.Image, name: str,
+                 quota: int | None) -> None:
+        self.name = name
+        self.seconds = 0.0
+        self._root: Path | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(store, image, name, quota),
+                                         name=f"clone-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, store: Images, image: zfsimage.Image, name: str, quota: int | None) -> None:
+        t0 = time.monotonic()
+        try:
+            self._root = store.clone_rootfs(image, name, quota)
+        except BaseException as exc:  # handed to whoever waits for the root
+            self._error = exc
+        finally:
+            self.seconds = time.monotonic() - t0
+
+    def result(self) -> Path:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._root is not None
+        return self._root
+
+    def undo(self, store: Images) -> None:
+        """Destroy the clone once it is made or has failed (never beside its making)."""
+        self._thread.join()
+        store.destroy_rootfs(self.name)
 
 
 def start_error(exc: BaseException, cfg: TaskConfig, nomad: NomadTask) -> BaseException:

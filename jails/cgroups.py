@@ -219,6 +219,15 @@ class CgroupPaths:
         return u._replace(memory_limit_bytes=_int_of(limit) or 0,  # "max" (unlimited) -> 0
                           pids=_int_of(pids) or 0, measured=_FULL_V2)
 
+    def create(self) -> None:
+        """Make the container's cgroup in every v1 controller hierarchy, as runc would (v2: left
+        to runc, which enables the parents' controllers as it makes the path)."""
+        if self.mode == "v2":
+            return
+        for h in sorted(self.root.iterdir()):
+            if h.name != "unified" and h.is_dir() and (h / "cgroup.procs").exists():
+                (h / self.rel).mkdir(parents=True, exist_ok=True)
+
     def remove(self) -> None:
         """rmdir the container's cgroup in every hierarchy (runc delete normally does this)."""
         self.files.close()

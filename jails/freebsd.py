@@ -120,11 +120,12 @@ class FreeBSDRuntime(Runtime):
     def _binary(self) -> Path:
         return self._supervisor_bin or ensure_binary(self.state_root)
 
-    def start(self, spec: JailSpec) -> TaskHandle:
+    def start(self, spec: JailSpec,
+              rootfs_ready: Callable[[], Path] | None = None) -> TaskHandle:
         refuse_network(spec)  # before any side effect, and before check_host looks for a netns
         if spec.abi == "linux" and not linux_abi_loaded(self.run, self.kldstat_bin):
             raise HostUnsupported(NOT_LOADED)
-        return super().start(spec)
+        return super().start(spec, rootfs_ready)
 
     # ---- Runtime hooks -------------------------------------------------------------------------
 

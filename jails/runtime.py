@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
 import os
 import signal as signals
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from jails.interactive import InteractiveExec
 from jails.model import ExitStatus, Usage
 from jails.plans import BackendPlan
 from jails.procwait import wait_pid_exit, wait_pids_exit
-from jails.spec import JailSpec, check_host
+from jails.spec import JailSpec, check_host, check_rootfs
 from jails.taskdir import (
     TaskDir,
     TaskDirs,
@@ -153,16 +154,29 @@ class Runtime(abc.ABC):
 
     # ---- shared operations ---------------------------------------------------------------------
 
-    def start(self, spec: JailSpec) -> TaskHandle:
+    def start(self, spec: JailSpec,
+              rootfs_ready: Callable[[], Path] | None = None) -> TaskHandle:
         """Create the jail/container and run the task; returns once it runs. JailExists when the
-        name is taken; SpecError/HostUnsupported/JailError otherwise, with everything undone."""
-        check_host(spec)
+        name is taken; SpecError/HostUnsupported/JailError otherwise, with everything undone.
+
+        ``rootfs_ready``: the root is still being made (a clone under way) and this waits for
+        it, returning the root (spec.rootfs unless it moved) or raising why there is none, which
+        fails the start. What needs no root is done before it is called."""
+        check_host(spec, rootfs=rootfs_ready is None)
         self.sweep_garbage()  # first: a crashed start of this very name must not block it
         if self.dirs.get(spec.name) is not None:
             raise JailExists(spec.name)
         staging = self.dirs.new_staging(spec.name)
+        reserved = False
         try:
             with locked(staging) as _:
+                reserved = True  # before the effect: a half-made reservation is undone too
+                self._reserve(spec.name)
+                if rootfs_ready is not None:
+                    rootfs = rootfs_ready()
+                    if rootfs != spec.rootfs:
+                        spec = dataclasses.replace(spec, rootfs=rootfs)
+                    check_rootfs(spec)
                 plan = self._prepare(spec, staging)
                 created_at = time.time()
                 meta = {
@@ -175,17 +189,29 @@ class Runtime(abc.ABC):
                     "stderr_path": str(spec.stderr_path),
                     **plan.to_json(),  # carries the format version "v"
                 }
-                write_atomic(staging / "spec.json", json.dumps(meta, indent=1).encode())
+                write_atomic(staging / "spec.json",
+                             json.dumps(meta, separators=(",", ":")).encode())  # C encoder
                 task = self.dirs.publish(staging, spec.name)
+                reserved = False  # the published task owns it: _undo_start's teardown undoes it
                 try:
                     pids = self._launch(spec, task)
                 except BaseException:
                     self._undo_start(spec.name, task.path, plan)
                     raise
         except BaseException:
+            # not another start's: a task of this name published meanwhile owns the reservation
+            if reserved and self.dirs.get(spec.name) is None:
+                with contextlib.suppress(JailError, OSError):
+                    self._unreserve(spec.name)
             remove_tree(staging)
             raise
         return TaskHandle(spec.name, pids.pid, pids.supervisor_pid, task.path, created_at)
+
+    def _reserve(self, name: str) -> None:  # noqa: B027 - an optional hook
+        """What a start of ``name`` can make before its root exists (nothing by default)."""
+
+    def _unreserve(self, name: str) -> None:  # noqa: B027 - an optional hook
+        """Undo ``_reserve`` for a start that failed before its task was published."""
 
     def _undo_start(self, name: str, path: Path, plan: BackendPlan) -> None:
         retired = self.dirs.retire(name)

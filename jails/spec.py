@@ -329,10 +329,11 @@ def _env_pairs(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def check_host(spec: JailSpec) -> None:
-    """Filesystem preconditions, checked before any side effect of ``start``."""
-    if not spec.rootfs.is_dir():
-        raise SpecError("rootfs", f"{spec.rootfs} is not an existing directory")
+def check_host(spec: JailSpec, rootfs: bool = True) -> None:
+    """Filesystem preconditions, checked before any side effect of ``start`` (the root's only
+    with ``rootfs``: one still being made is checked once it is there, ``check_rootfs``)."""
+    if rootfs:
+        check_rootfs(spec)
     for m in spec.mounts:
         if not m.source.exists():
             raise SpecError("mounts.source", f"{m.source} does not exist on the host")
@@ -348,3 +349,8 @@ def check_host(spec: JailSpec) -> None:
 def backend_network_modes(backend: str) -> tuple[str, ...]:
     """The ``JailSpec.network`` values ``backend`` ("linux" or "freebsd") can run."""
     return BACKEND_NETWORK_MODES.get(backend, ("host",))
+
+
+def check_rootfs(spec: JailSpec) -> None:
+    if not spec.rootfs.is_dir():
+        raise SpecError("rootfs", f"{spec.rootfs} is not an existing directory")

@@ -8,6 +8,7 @@ binary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -49,15 +50,22 @@ def _digest(sources: Mapping[str, bytes], defines: Sequence[str]) -> str:
     return h.hexdigest()[:12]
 
 
+@functools.cache
+def _installed_digest(defines: tuple[str, ...]) -> str:
+    # Once per process: every start asks, and the sources this process was started with are the
+    # ones its launch protocol matches (an upgrade on disk is the next process's).
+    return _digest(_sources(), defines)
+
+
 def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ()) -> Path:
     """The supervisor binary for this source (and ``-D`` defines, for test builds), compiled
     into ``<state_root>/bin/`` on first use."""
-    sources = _sources()
-    digest = _digest(sources, defines)
+    digest = _installed_digest(tuple(defines))
     bindir = state_root / "bin"
     target = bindir / f"xc-supervisor-{digest}"
     if target.exists():
         return target
+    sources = _sources()
     compiler = shutil.which(cc)
     if compiler is None:
         raise HostUnsupported(f"no C compiler {cc!r} to build the task supervisor: install gcc")

@@ -68,8 +68,11 @@ class FakeRuntime(Faults):
             raise JailNotFound(name)
         return jail
 
-    def start(self, spec: JailSpec) -> TaskHandle:
+    def start(self, spec: JailSpec,
+              rootfs_ready: Callable[[], Path] | None = None) -> TaskHandle:
         self.check("start")
+        if rootfs_ready is not None:
+            rootfs_ready()  # the clone's failure is the start's, as in the real runtime
         with self._mu:
             if spec.name in self.jails:
                 raise JailExists(spec.name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,6 +167,32 @@ def test_failed_start_undoes_everything(host: Host, where: str, method: str, exc
         # the name was released: the next attempt starts
         state = await d.start_task(host.nomad("5e6f7a8b"), TASK)
         assert host.runtime.status(state.name) == "running"
+
+    run(scenario)
+
+
+def test_start_failing_beside_a_slow_clone_removes_the_clone_once_made(
+        host: Host, monkeypatch: Any) -> None:
+    # The clone runs in its own thread beside the runtime's start: a start that fails first must
+    # wait for the clone before undoing it, or the clone would appear after its undo.
+    real = host.images.clone_rootfs
+    made = threading.Event()
+
+    def slow(*args: Any, **kw: Any) -> Path:
+        time.sleep(0.3)
+        try:
+            return real(*args, **kw)
+        finally:
+            made.set()
+
+    async def scenario() -> None:
+        d = host.plugin()
+        monkeypatch.setattr(host.images, "clone_rootfs", slow)
+        host.runtime.fail("start", JailError("runc create failed"))
+        with pytest.raises(StartFailed):
+            await d.start_task(host.nomad(), TASK)
+        assert made.wait(10)  # the clone's making is over (it was, before start_task returned)
+        host.assert_clean()
 
     run(scenario)
 

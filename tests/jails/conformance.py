@@ -152,6 +152,41 @@ class RuntimeConformance:
         assert ei.value.field == "rootfs"
         assert not rt.exists(spec.name)
 
+    def test_root_made_during_the_start_is_waited_for(
+        self, rt: Runtime, make_spec: SpecFactory, rootfs: Path, tmp_path: Path
+    ) -> None:
+        # The driver clones the root beside the start: the runtime gets the path it will have
+        # and a callable that waits for it, and runs in the root that callable returns.
+        later = tmp_path / "clone-under-way"
+        spec = make_spec(["/bin/true"], rootfs=later)
+        calls: list[bool] = []
+
+        def ready() -> Path:
+            calls.append(rt.exists(spec.name))
+            return rootfs
+
+        rt.start(spec, rootfs_ready=ready)
+        assert calls == [False]  # asked once, before the task was published
+        assert rt.wait(spec.name, 20).exit_code == 0
+        rt.destroy(spec.name)
+
+    def test_root_that_never_came_fails_start_cleanly(
+        self, rt: Runtime, make_spec: SpecFactory, tmp_path: Path
+    ) -> None:
+        spec = make_spec(["/bin/true"], rootfs=tmp_path / "clone-under-way")
+
+        def failed() -> Path:
+            raise OSError(28, "No space left on device")
+
+        with pytest.raises(OSError, match="No space left"):
+            rt.start(spec, rootfs_ready=failed)
+        assert not rt.exists(spec.name)
+        with pytest.raises(SpecError) as ei:  # a root that is not there after all
+            rt.start(spec, rootfs_ready=lambda: tmp_path / "still-nothing")
+        assert ei.value.field == "rootfs"
+        assert not rt.exists(spec.name)
+        assert rt.names() == []
+
     def test_missing_command_fails_start_cleanly(self, rt: Runtime, make_spec: SpecFactory) -> None:
         spec = make_spec(["/no/such/binary"])
         with pytest.raises(Exception) as ei:

@@ -30,6 +30,29 @@ class TestLinuxRuntime(RuntimeConformance):
     def fresh_rt(self, linux_runtime_factory: Callable[[], object]) -> Callable[[], Runtime]:
         return lambda: cast(Runtime, linux_runtime_factory())
 
+    def test_cgroup_is_made_while_the_root_is_made_and_undone_with_a_failed_start(
+        self, rt: Runtime, make_spec: Callable[..., JailSpec], rootfs: Path, tmp_path: Path
+    ) -> None:
+        from jails.linux import LinuxRuntime
+
+        assert isinstance(rt, LinuxRuntime)
+        spec = make_spec(["/bin/true"], rootfs=tmp_path / "clone-under-way")
+        memcg = rt.cgroup(spec.name).dir("memory")
+        seen: list[bool] = []
+
+        def ready() -> Path:
+            seen.append(memcg.is_dir())  # reserved before the root was asked for
+            raise OSError(5, "clone failed")
+
+        with pytest.raises(OSError):
+            rt.start(spec, rootfs_ready=ready)
+        assert seen == [True]
+        assert not memcg.exists()  # the failed start took its cgroup away again
+        rt.start(spec, rootfs_ready=lambda: rootfs)
+        assert rt.wait(spec.name, 20).exit_code == 0
+        rt.destroy(spec.name)
+        assert not memcg.exists()
+
     def test_cpuset_pins_the_task(self, rt: Runtime, make_spec: Callable[..., JailSpec]) -> None:
         spec = make_spec(
             ["/bin/sh", "-c", "grep Cpus_allowed_list /proc/self/status"],
