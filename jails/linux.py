@@ -158,11 +158,6 @@ class LinuxRuntime(Runtime):
     def _launch(self, spec: JailSpec, task: TaskDir) -> TaskPids:
         self.runc_root.mkdir(parents=True, exist_ok=True)
         binary = ensure_binary(self.state_root)
-        with self._pin_mu:
-            self._starting.add(spec.name)
-        pinned = self.pins.pin(spec.name, [m.source for m in spec.mounts])
-        if pinned != self.pins.points(spec.name, len(spec.mounts)):
-            raise JailError(f"pin points of {spec.name} are not where config.json expects them")
         try:
             return launch(
                 binary,
@@ -202,10 +197,16 @@ class LinuxRuntime(Runtime):
                 raise
         self._unreserve(name)
 
-    def _reserve(self, name: str) -> None:
-        # runc makes the cgroup as it starts the container; made here, while the root is still
-        # being cloned, that is off the start's critical path (runc joins an existing one)
-        self.cgroup(name).create()
+    def _reserve(self, spec: JailSpec) -> None:
+        # Made while the root may still be being cloned, off the start's critical path: the
+        # cgroup (runc makes it as it starts the container, or joins an existing one) and the
+        # bind sources' pins (start's finally releases them, whatever happens).
+        self.cgroup(spec.name).create()
+        with self._pin_mu:
+            self._starting.add(spec.name)
+        pinned = self.pins.pin(spec.name, [m.source for m in spec.mounts])
+        if pinned != self.pins.points(spec.name, len(spec.mounts)):
+            raise JailError(f"pin points of {spec.name} are not where config.json expects them")
 
     def _unreserve(self, name: str) -> None:
         with self._cg_mu:

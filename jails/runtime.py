@@ -171,7 +171,7 @@ class Runtime(abc.ABC):
         try:
             with locked(staging) as _:
                 reserved = True  # before the effect: a half-made reservation is undone too
-                self._reserve(spec.name)
+                self._reserve(spec)
                 if rootfs_ready is not None:
                     rootfs = rootfs_ready()
                     if rootfs != spec.rootfs:
@@ -207,8 +207,8 @@ class Runtime(abc.ABC):
             raise
         return TaskHandle(spec.name, pids.pid, pids.supervisor_pid, task.path, created_at)
 
-    def _reserve(self, name: str) -> None:  # noqa: B027 - an optional hook
-        """What a start of ``name`` can make before its root exists (nothing by default)."""
+    def _reserve(self, spec: JailSpec) -> None:  # noqa: B027 - an optional hook
+        """What a start can make before its root exists (nothing by default)."""
 
     def _unreserve(self, name: str) -> None:  # noqa: B027 - an optional hook
         """Undo ``_reserve`` for a start that failed before its task was published."""

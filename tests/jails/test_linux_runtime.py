@@ -30,26 +30,34 @@ class TestLinuxRuntime(RuntimeConformance):
     def fresh_rt(self, linux_runtime_factory: Callable[[], object]) -> Callable[[], Runtime]:
         return lambda: cast(Runtime, linux_runtime_factory())
 
-    def test_cgroup_is_made_while_the_root_is_made_and_undone_with_a_failed_start(
+    def test_cgroup_and_pins_are_made_while_the_root_is_made_and_undone_with_a_failed_start(
         self, rt: Runtime, make_spec: Callable[..., JailSpec], rootfs: Path, tmp_path: Path
     ) -> None:
         from jails.linux import LinuxRuntime
 
         assert isinstance(rt, LinuxRuntime)
-        spec = make_spec(["/bin/true"], rootfs=tmp_path / "clone-under-way")
+        src = tmp_path / "vol"
+        src.mkdir()
+        spec = make_spec(["/bin/true"], rootfs=tmp_path / "clone-under-way",
+                         mounts=(Mount(src, "/vol"),))
         memcg = rt.cgroup(spec.name).dir("memory")
-        seen: list[bool] = []
+        pins = rt.state_root / "pins" / spec.name
+        seen: list[tuple[bool, bool]] = []
 
         def ready() -> Path:
-            seen.append(memcg.is_dir())  # reserved before the root was asked for
+            # reserved before the root was asked for: the cgroup and the bind source's pin
+            mounts = [line.split()[4] for line in
+                      Path("/proc/self/mountinfo").read_text().splitlines()]
+            seen.append((memcg.is_dir(), str(pins / "0") in mounts))
             raise OSError(5, "clone failed")
 
         with pytest.raises(OSError):
             rt.start(spec, rootfs_ready=ready)
-        assert seen == [True]
-        assert not memcg.exists()  # the failed start took its cgroup away again
+        assert seen == [(True, True)]
+        assert not memcg.exists() and not pins.exists()  # the failed start undid both
         rt.start(spec, rootfs_ready=lambda: rootfs)
         assert rt.wait(spec.name, 20).exit_code == 0
+        assert not pins.exists()
         rt.destroy(spec.name)
         assert not memcg.exists()
 
