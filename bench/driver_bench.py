@@ -388,15 +388,16 @@ def stream_counts(nomad: Nomad, runs: list[TaskRun]) -> tuple[list[int], list[st
     return counts, problems
 
 
-def window_cpu(pid: int, seconds: float, *more: int) -> Any:
-    """Percent of one core ``pid`` spent over the window; with ``more`` pids, a tuple of each
-    one's over the same window."""
-    pids = (pid, *more)
+def window_cpus(pids: list[int], seconds: float) -> list[float]:
+    """Percent of one core each of ``pids`` spent over the same window."""
     c0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
     time.sleep(seconds)
     dt = time.monotonic() - t0
-    pct = tuple((cpu_seconds(p) - c) / dt * 100.0 for p, c in zip(pids, c0, strict=True))
-    return pct if more else pct[0]
+    return [(cpu_seconds(p) - c) / dt * 100.0 for p, c in zip(pids, c0, strict=True)]
+
+
+def window_cpu(pid: int, seconds: float) -> float:
+    return window_cpus([pid], seconds)[0]
 
 
 def start_rows(start: dict[str, Any], phases: dict[str, float]) -> list[tuple[str, ...]]:
@@ -477,7 +478,7 @@ def main() -> int:
                 nomad.rig.check("stats_start", instance=nomad.instance, task_id=run.task_id,
                                 interval_s=1.0, stream=f"stats:{run.task_id}")
             time.sleep(2)                              # streams settle into their interval
-            serving, floor = window_cpu(pid, a.window, floor_pid)
+            serving, floor = window_cpus([pid, floor_pid], a.window)
         got, quiet_streams = stream_counts(nomad, runs)
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -80,43 +80,28 @@ def stats_request_to_proto(task_id: str, interval_s: float) -> driver_pb2.TaskSt
 
 
 def stats_to_proto(s: st.TaskStatsSample) -> driver_pb2.TaskStatsResponse:
-    # Filled in place, field by field, and zeros (proto3's default, the same bytes on the wire)
-    # left out: every stream sends one per interval, and this is several times cheaper than
-    # building the five nested messages from keyword arguments.
+    # Filled in place, field by field: every stream sends one per interval, and this is several
+    # times cheaper than building the five nested messages from keyword arguments.
     c, m = s.cpu, s.memory
     resp = driver_pb2.TaskStatsResponse()
     stats = resp.stats
     stats.timestamp.seconds, stats.timestamp.nanos = divmod(s.timestamp_ns, 1_000_000_000)
-    agg = stats.agg_resource_usage
-    cpu = agg.cpu
-    if c.system_percent:
-        cpu.system_mode = c.system_percent
-    if c.user_percent:
-        cpu.user_mode = c.user_percent
-    if c.total_ticks:
-        cpu.total_ticks = c.total_ticks
-    if c.throttled_periods:
-        cpu.throttled_periods = c.throttled_periods
-    if c.throttled_time:
-        cpu.throttled_time = c.throttled_time
-    if c.percent:
-        cpu.percent = c.percent
+    cpu = stats.agg_resource_usage.cpu
+    cpu.system_mode = c.system_percent
+    cpu.user_mode = c.user_percent
+    cpu.total_ticks = c.total_ticks
+    cpu.throttled_periods = c.throttled_periods
+    cpu.throttled_time = c.throttled_time
+    cpu.percent = c.percent
     cpu.measured_fields.extend(_cpu_enums(c.measured))
-    mem = agg.memory
-    if m.rss:
-        mem.rss = m.rss
-    if m.cache:
-        mem.cache = m.cache
-    if m.swap:
-        mem.swap = m.swap
-    if m.usage:
-        mem.usage = m.usage
-    if m.max_usage:
-        mem.max_usage = m.max_usage
-    if m.kernel_usage:
-        mem.kernel_usage = m.kernel_usage
-    if m.kernel_max_usage:
-        mem.kernel_max_usage = m.kernel_max_usage
+    mem = stats.agg_resource_usage.memory
+    mem.rss = m.rss
+    mem.cache = m.cache
+    mem.swap = m.swap
+    mem.usage = m.usage
+    mem.max_usage = m.max_usage
+    mem.kernel_usage = m.kernel_usage
+    mem.kernel_max_usage = m.kernel_max_usage
     mem.measured_fields.extend(_mem_enums(m.measured))
     return resp
 
