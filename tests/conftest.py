@@ -36,3 +36,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("freebsd_kernel") is not None:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.fixtures.zpool import DAEMON_NOTES  # a plugin module: imported by pytest first
+    if DAEMON_NOTES:
+        terminalreporter.section("zfs-fuse daemon log (lines not printed on every start)")
+        for line in DAEMON_NOTES:
+            terminalreporter.write_line(line)

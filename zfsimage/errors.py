@@ -88,6 +88,12 @@ class ZfsBusy(ZfsError):
     """zfs reported the dataset busy even after retries."""
 
 
+class ZfsIOError(ZfsError):
+    """zfs answered "I/O error" even after retries. zfs-fuse's client library reports a closed
+    ioctl connection to its daemon as EIO (lib/libzfscommon, zfsfuse_ioctl_read_loop), and the
+    daemon closes connections it has no room for; on kernel ZFS it is a fault of the pool."""
+
+
 class ZfsExists(ZfsError):
     """The dataset a create or clone names exists already."""
 

@@ -2,8 +2,9 @@
 
 argv lists only, machine-readable output only (``zfs get -H -p``, which both OpenZFS and
 zfs-fuse support; zfs-fuse has no ``zfs list -p``), typed errors carrying stderr. zfs-fuse
-intermittently answers "dataset is busy" on destroy/umount/rename of a dataset it just used;
-those verbs are retried here with a short sleep so no caller has to know.
+intermittently answers "dataset is busy" on destroy/umount/rename of a dataset it just used, and
+now and then "I/O error" when it drops a command's connection under load; those verbs are retried
+here with a short sleep so no caller has to know.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zfsimage.errors import (
     ZfsError,
     ZfsExists,
     ZfsHasDependents,
+    ZfsIOError,
     ZfsNoSpace,
     ZfsNotFound,
 )
@@ -45,6 +47,7 @@ _MOUNTING = {ZFS: frozenset({"create", "clone", "mount", "rename", "receive", "r
 
 _NOT_FOUND = ("does not exist", "could not find any snapshots", "no such pool")
 _BUSY = ("dataset is busy", "pool or dataset is busy", "device busy", "is busy")
+_IO = ("i/o error",)
 _EXISTS = ("already exists",)
 _DEPENDENTS = ("dependent clones", "has children")
 # a clone or refquota smaller than what the dataset already refers to
@@ -62,6 +65,8 @@ def _classify(argv: list[str], rc: int, stderr: str) -> ZfsError:
         return ZfsNotFound(argv, rc, stderr)
     if any(s in low for s in _BUSY):
         return ZfsBusy(argv, rc, stderr)
+    if any(s in low for s in _IO):
+        return ZfsIOError(argv, rc, stderr)
     if any(s in low for s in _EXISTS):
         return ZfsExists(argv, rc, stderr)
     if any(s in low for s in _DEPENDENTS):
@@ -94,7 +99,8 @@ def mount_lock(argv: list[str]) -> Iterator[None]:
 
 def run(args: Iterable[str], *, tool: str = ZFS, busy_retry: bool = False,
         input_: bytes | None = None) -> str:
-    """Run one zfs/zpool command; return stdout or raise a typed ZfsError."""
+    """Run one zfs/zpool command; return stdout or raise a typed ZfsError. ``busy_retry``
+    (only for verbs that are safe to repeat) retries transient busy and I/O errors."""
     argv = [tool, *args]
     attempts = BUSY_RETRIES if busy_retry else 1
     for attempt in range(attempts):
@@ -111,7 +117,7 @@ def run(args: Iterable[str], *, tool: str = ZFS, busy_retry: bool = False,
         if cp.returncode == 0:
             return cp.stdout.decode("utf-8", "replace")
         err = _classify(argv, cp.returncode, cp.stderr.decode("utf-8", "replace"))
-        if isinstance(err, ZfsBusy) and attempt + 1 < attempts:
+        if isinstance(err, ZfsBusy | ZfsIOError) and attempt + 1 < attempts:
             time.sleep(BUSY_SLEEP_S)
             continue
         raise err

@@ -11,6 +11,7 @@ import concurrent.futures
 import ipaddress
 import json
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -111,10 +112,21 @@ def in_pool(address: str) -> bool:
     return ipaddress.ip_address(address) in ipaddress.ip_network(test_pool())
 
 
-def assert_clean(nomad: Nomad) -> None:
-    left = nomad.leftovers()
-    assert not left["netns"] and not left["net_chains"] and not left["net_leases"], left
-    assert not left["bridge_ports"] and not left["containers"] and not left["records"], left
+Clean = Callable[[], None]
+_KINDS = ("netns", "net_chains", "net_leases", "bridge_ports", "containers", "records", "clones")
+
+
+@pytest.fixture
+def assert_clean(nomad: Nomad) -> Clean:
+    """Checks that the test left nothing of its own on the host. What was there before it is
+    an earlier test's failure and is reported there, not again in every test after it."""
+    before = nomad.leftovers()
+
+    def check() -> None:
+        left = nomad.leftovers()
+        new = {k: sorted(set(left[k]) - set(before[k])) for k in _KINDS}
+        assert not any(new.values()), new
+    return check
 
 
 def start_web(nomad: Nomad, page: str, **kw: Any) -> TaskRun:
@@ -124,7 +136,7 @@ def start_web(nomad: Nomad, page: str, **kw: Any) -> TaskRun:
     return run
 
 
-def test_two_allocs_publish_http_on_their_own_host_ports(nomad: Nomad) -> None:
+def test_two_allocs_publish_http_on_their_own_host_ports(nomad: Nomad, assert_clean: Clean) -> None:
     svc = [{"name": "web", "provider": "nomad", "address_mode": "driver", "port": "http"},
            {"name": "web-auto", "provider": "nomad", "port": "http"}]
     a = start_web(nomad, "page of a", services=svc)
@@ -150,20 +162,20 @@ def test_two_allocs_publish_http_on_their_own_host_ports(nomad: Nomad) -> None:
     finally:
         for run in (a, b):
             nomad.destroy(run)
-    assert_clean(nomad)
+    assert_clean()
 
 
-def test_none_task_sees_only_loopback(nomad: Nomad) -> None:
+def test_none_task_sees_only_loopback(nomad: Nomad, assert_clean: Clean) -> None:
     run = nomad.start(sh(f"{IFACES}; echo done") + '\nnetwork_mode = "none"')
     assert nomad.wait(run)["result"]["exit_code"] == 0
     nomad.wait_for(lambda: "done" in run.stdout(), what="the task's interfaces")
     assert ifaces_of(run) == {"lo"}
     assert run.reply["driver_network"] is None
     nomad.destroy(run)
-    assert_clean(nomad)
+    assert_clean()
 
 
-def test_two_tasks_of_one_alloc_talk_over_loopback(nomad: Nomad) -> None:
+def test_two_tasks_of_one_alloc_talk_over_loopback(nomad: Nomad, assert_clean: Clean) -> None:
     server = start_web(nomad, "shared page")
     client = nomad.start(sh(f"{fetch('127.0.0.1')}; echo rc=$?")
                          + '\nnetwork_mode = "bridge"', alloc_id=server.alloc_id,
@@ -179,11 +191,11 @@ def test_two_tasks_of_one_alloc_talk_over_loopback(nomad: Nomad) -> None:
         assert "shared page" in http_get("127.0.0.1", port(server.reply, "http")["value"])
     finally:
         nomad.destroy(server)
-    assert_clean(nomad)
+    assert_clean()
 
 
 def test_a_restarted_plugin_keeps_addresses_and_ports_and_destroy_removes_all(
-        nomad: Nomad) -> None:
+        nomad: Nomad, assert_clean: Clean) -> None:
     run = start_web(nomad, "survivor")
     host_port = port(run.reply, "http")["value"]
     address = run.reply["driver_network"]["ip"]
@@ -196,10 +208,11 @@ def test_a_restarted_plugin_keeps_addresses_and_ports_and_destroy_removes_all(
     assert "survivor" in http_get(address, 8080)  # inside the namespace the test made
     nomad.stop(run)
     assert nomad.destroy(run)["ok"]
-    assert_clean(nomad)
+    assert_clean()
 
 
-def test_twenty_concurrent_networked_starts_and_stops_leak_nothing(nomad: Nomad) -> None:
+def test_twenty_concurrent_networked_starts_and_stops_leak_nothing(
+        nomad: Nomad, assert_clean: Clean) -> None:
     def one(i: int) -> str:
         run = nomad.start(sh("exec /bin/busybox sleep 600") + "\n" + BRIDGE,
                           network={"ports": HTTP}, timeout=300)
@@ -211,7 +224,7 @@ def test_twenty_concurrent_networked_starts_and_stops_leak_nothing(nomad: Nomad)
     with concurrent.futures.ThreadPoolExecutor(20) as pool:
         addresses = list(pool.map(one, range(20)))
     assert all(in_pool(a) for a in addresses)
-    assert_clean(nomad)
+    assert_clean()
 
 
 @pytest.mark.parametrize(("config", "network", "field", "words"), [
@@ -224,10 +237,10 @@ def test_twenty_concurrent_networked_starts_and_stops_leak_nothing(nomad: Nomad)
      "inside a Nomad group network"),
 ])
 def test_bad_network_configs_give_one_error_and_leave_nothing(
-        nomad: Nomad, config: str, network: dict[str, Any] | None, field: str,
-        words: str) -> None:
+        nomad: Nomad, assert_clean: Clean, config: str, network: dict[str, Any] | None,
+        field: str, words: str) -> None:
     reply = nomad.start_raw(sh("echo never") + "\n" + config, network=network)
     assert not reply["ok"], reply
     assert reply["code"] == "InvalidArgument", reply
     assert field in reply["message"] and words in reply["message"], reply["message"]
-    assert_clean(nomad)
+    assert_clean()
