@@ -5,7 +5,8 @@
 Nomad launches the plugin up to three times at agent start and waits for the handshake each
 time. Each run execs the plugin as go-plugin does (magic cookie, protocol 2, own socket dir),
 stops the clock at the handshake line, then asks it to exit with GRPCController.Shutdown. The
-baseline, run interleaved in the same session, is ``python -c pass`` from exec to exit. Also
+baselines, run interleaved in the same session, are ``python -c pass`` and ``python -I -c
+"import grpc"`` (the floor for any plugin built on grpcio), each from exec to exit. Also
 timed: the launcher `nomad-driver-xc install` writes. Prints medians and ratios to baseline.
 """
 
@@ -32,9 +33,9 @@ COOKIE = ("NOMAD_PLUGIN_MAGIC_COOKIE",
           "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255")
 
 
-def time_baseline() -> float:
+def time_python(*args: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, *args], check=True)
     return time.perf_counter() - t0
 
 
@@ -71,7 +72,10 @@ def main() -> int:
 
         launcher = install(Path(tmp) / "plugins")
         variants: dict[str, Callable[[], float]] = {
-            "baseline: python -c pass (exec to exit)": time_baseline,
+            "baseline: python -c pass (exec to exit)": lambda: time_python("-c", "pass"),
+            # The floor of any grpcio plugin: grpc's import brings asyncio, ssl and its C core.
+            "floor: python -I -c 'import grpc' (exec to exit)": lambda: time_python(
+                "-I", "-c", "import grpc"),
             "python -m driver (exec to handshake)": lambda: time_handshake(
                 [sys.executable, "-m", "driver"], tmp),
             "installed launcher plugin_dir/xc (exec to handshake)": lambda: time_handshake(
@@ -83,12 +87,13 @@ def main() -> int:
         for _ in range(opts.runs):
             for k, fn in variants.items():  # interleaved, so drift hits all alike
                 samples[k].append(fn())
-    base = statistics.median(samples[next(iter(samples))])
+    base, floor = (statistics.median(xs) for xs in list(samples.values())[:2])
     print(f"{opts.runs} runs each, interleaved; interpreter {sys.executable}")
+    print(f"  {'':55s} {'median':>14s}  {'min':>9s} {'max':>9s}    x pass  x grpc")
     for k, xs in samples.items():
         med = statistics.median(xs)
-        print(f"  {k:55s} median {med * 1000:7.1f} ms  "
-              f"(min {min(xs) * 1000:6.1f}, max {max(xs) * 1000:6.1f})  x{med / base:5.2f}")
+        print(f"  {k:55s} {med * 1000:11.1f} ms  {min(xs) * 1000:6.1f} ms {max(xs) * 1000:6.1f} ms"
+              f"    {med / base:5.2f}   {med / floor:5.2f}")
     return 0
 
 
