@@ -17,7 +17,7 @@ import logging
 import signal as signals
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,10 @@ log = logging.getLogger("driver")
 
 T = TypeVar("T")
 
+# Waits before each retry of a failed destroy (about 40 minutes in all); a plugin that starts
+# later tries once more.
+DESTROY_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 300.0, 300.0, 600.0, 600.0)
+
 
 def parse_signal(text: str, default: int = signals.SIGINT) -> int:
     """Nomad's kill_signal / SignalTask name ("SIGTERM", "TERM", "15") -> number."""
@@ -56,6 +60,32 @@ def parse_signal(text: str, default: int = signals.SIGINT) -> int:
     except KeyError:
         raise BadRequest(f"signal {text!r} is not a signal name on this host; use e.g. "
                          "SIGTERM, SIGINT, SIGHUP, SIGUSR1") from None
+
+
+class NameLocks:
+    """One lock per jail name, held by a start and a destroy of that name (a destroy retried in
+    the background must not run beside the start of a newer incarnation). A name's lock exists
+    only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._mu:
+            lock, users = self._locks.get(name, (threading.Lock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._mu:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)
 
 
 class XcDriver:
@@ -100,6 +130,10 @@ class XcDriver:
         self._images = images
         self._node = node or Node
         self._pool = ThreadPoolExecutor(max_workers=128, thread_name_prefix="xc-task")
+        self._closed = threading.Event()
+        self._names = NameLocks()
+        self._retry_mu = threading.Lock()
+        self._retrying: set[str] = set()  # jail names whose destroy is being retried
 
     @property
     def runtime(self) -> Runtime:
@@ -116,6 +150,7 @@ class XcDriver:
 
     def close(self) -> None:
         """Stop taking blocking work; running tasks are not touched (they outlive the plugin)."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def task(self, task_id: str) -> TaskEntry:
@@ -178,7 +213,8 @@ class XcDriver:
                         steps: dict[str, float] | None = None) -> DriverState:
         starter = Starter(self.config, self.runtime, self.images, self.tasks, self.networks,
                           self._node)
-        return starter.start(nomad, cfg, name, image, abi, net_req, steps)
+        with self._names.hold(name):  # never beside a retried destroy of an earlier incarnation
+            return starter.start(nomad, cfg, name, image, abi, net_req, steps)
 
     def _discard_started(self, fut: asyncio.Future[DriverState]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -273,23 +309,77 @@ class XcDriver:
             if not force and await self._run(self.runtime.status, state.name) == "running":
                 raise TaskConflict(f"task {task_id!r} is running; stop it first or destroy "
                                    "with force")
-            await self._run(self._destroy_blocking, state)
+            await self._destroy(state)
             return
         if not entry.exited and not force:
             raise TaskConflict(f"task {task_id!r} is running; stop it first or destroy with "
                                "force")
-        await self._run(self._destroy_blocking, entry.state)
-        entry.finish(entry.exit_status, entry.error or "the task was destroyed")
-        self.tasks.remove(entry)
+        try:
+            await self._destroy(entry.state)
+        finally:
+            # Nomad forgets the task either way; what is left is the retries' (see _destroy)
+            entry.finish(entry.exit_status, entry.error or "the task was destroyed")
+            self.tasks.remove(entry)
+
+    async def _destroy(self, state: DriverState) -> None:
+        """Remove what is left of the task. Nomad ignores DestroyTask's errors and never asks
+        again, so a failure (a clone kept busy by a process holding a file in it) is also
+        retried in the background until it succeeds; the error still goes to Nomad."""
+        try:
+            await self._run(self._destroy_blocking, state)
+        except Exception as exc:
+            log.warning("destroying the task failed; retrying in the background",
+                        extra={"task_id": state.task_id, "jail": state.name, "error": str(exc)})
+            self._retry_destroy(state)
+            raise
+
+    def resume_destroys(self) -> None:
+        """Finish the destroys an earlier plugin left unfinished (their records are marked);
+        in the background, so the plugin's start does not wait for them."""
+        for state in self.tasks.being_destroyed():
+            self._retry_destroy(state, first_delay_s=0.0)
+
+    def _retry_destroy(self, state: DriverState, first_delay_s: float | None = None) -> None:
+        with self._retry_mu:
+            if state.name in self._retrying:
+                return
+            self._retrying.add(state.name)
+        delays = DESTROY_RETRY_S if first_delay_s is None else (first_delay_s, *DESTROY_RETRY_S)
+        threading.Thread(target=self._destroy_retrying, args=(state, delays),
+                         name=f"destroy-{state.name}", daemon=True).start()
+
+    def _destroy_retrying(self, state: DriverState, delays: tuple[float, ...]) -> None:
+        try:
+            for attempt, delay in enumerate(delays, 1):
+                if self._closed.wait(delay):
+                    return  # the next plugin resumes it from the record's mark
+                try:
+                    self._destroy_blocking(state)
+                except Exception as exc:
+                    log.warning("destroying the task failed again",
+                                extra={"jail": state.name, "attempt": attempt,
+                                       "error": str(exc)})
+                    continue
+                log.info("destroyed the task on a retry",
+                         extra={"task_id": state.task_id, "jail": state.name,
+                                "attempt": attempt})
+                return
+            log.error("gave up destroying the task; the plugin tries again when it next starts",
+                      extra={"task_id": state.task_id, "jail": state.name})
+        finally:
+            with self._retry_mu:
+                self._retrying.discard(state.name)
 
     def _destroy_blocking(self, state: DriverState) -> None:
-        if not self.tasks.owns(state):
-            return  # a newer incarnation of this alloc's task owns the jail now
-        self.runtime.destroy(state.name)
-        self.images.destroy_rootfs(state.rootfs_key)
-        if state.network_mode:  # the alloc's network goes with its last task
-            self.networks.release(state.alloc_id, state.task_name)
-        self.tasks.forget(state.name)
+        with self._names.hold(state.name):
+            if not self.tasks.owns(state):
+                return  # a newer incarnation of this alloc's task owns the jail now
+            self.tasks.mark_destroying(state)  # first: a failure below is finished later
+            self.runtime.destroy(state.name)
+            self.images.destroy_rootfs(state.rootfs_key)
+            if state.network_mode:  # the alloc's network goes with its last task
+                self.networks.release(state.alloc_id, state.task_name)
+            self.tasks.forget(state.name)
 
     # ---- the driver's own alloc networks ---
 

@@ -65,6 +65,7 @@ class XcPlugin:
                 self.driver = build_driver(cfg, self.events, self.node)
             self.fingerprinter.poke()
         if nomad is not None and not self.driver.tasks.entries():
+            self.driver.resume_destroys()
             self._sweep_networks()
         return cfg
 

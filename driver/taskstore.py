@@ -170,6 +170,35 @@ class TaskStore:
     def forget(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(name).unlink()
+        with contextlib.suppress(FileNotFoundError):  # after the record: see being_destroyed
+            self._destroying(name).unlink()
+
+    def _destroying(self, name: str) -> Path:
+        return self.root / f"{name}.destroying"
+
+    def mark_destroying(self, state: DriverState) -> None:
+        """Note that Nomad destroyed this incarnation: whatever is left of it is garbage, and a
+        destroy that fails (Nomad ignores DestroyTask's errors and never asks again) is finished
+        later from this mark, by this plugin or the next one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._destroying(state.name).write_text(state.task_id)
+
+    def being_destroyed(self) -> list[DriverState]:
+        """The records marked by ``mark_destroying``. A mark left without its record (a destroy
+        that ended between the two unlinks of ``forget``), or naming an earlier incarnation, is
+        removed here."""
+        out = []
+        for mark in sorted(self.root.glob("*.destroying")) if self.root.is_dir() else []:
+            record = self.load(mark.stem)
+            try:
+                marked = mark.read_text().strip()
+            except OSError:
+                continue
+            if record is not None and record.task_id == marked:
+                out.append(record)
+            else:
+                mark.unlink(missing_ok=True)
+        return out
 
     def records(self) -> list[DriverState]:
         """Every readable record on disk (tasks outlive the plugin: these are all of them)."""
