@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jails import JailSpec, Limits, Mount, Runtime, Tmpfs
+from jails import ExitStatus, JailSpec, Limits, Mount, Runtime, Tmpfs
 from jails.errors import JailExists, JailNotFound, NotRunning, SpecError
 from tests.fixtures.execs import run_in
 from tests.fixtures.sweep import test_name
@@ -258,6 +259,35 @@ class RuntimeConformance:
         with pytest.raises(TimeoutError):
             rt.wait(spec.name, 0.2)
         assert rt.status(spec.name) == "running"
+        rt.destroy(spec.name)
+
+    def test_a_waiters_backstop_looks_keep_one_watch(
+        self, rt: Runtime, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Hundreds of waiters each look now and then on their own: a look must not reopen the
+        # process handles (or re-read task.json), and must still notice the exit at once.
+        import jails.runtime
+
+        opened = []
+        real_open = jails.runtime.ProcWatch.open
+
+        def counting_open(procs: Any) -> Any:
+            opened.append(procs)
+            return real_open(procs)
+
+        monkeypatch.setattr(jails.runtime, "WAIT_SLICE_S", 0.02)
+        monkeypatch.setattr(jails.runtime.ProcWatch, "open", staticmethod(counting_open))
+        spec = make_spec(["/bin/sleep", "30"])
+        rt.start(spec)
+        with pytest.raises(TimeoutError):
+            rt.wait(spec.name, 0.5)  # about 25 looks
+        assert len(opened) == 1 and len(opened[0]) == 2  # the supervisor and the task
+        done: list[ExitStatus] = []
+        waiter = threading.Thread(target=lambda: done.append(rt.wait(spec.name)))
+        waiter.start()
+        rt.signal(spec.name, signal.SIGKILL)
+        waiter.join(30)
+        assert done and done[0].signal == signal.SIGKILL
         rt.destroy(spec.name)
 
     def test_wait_with_descriptors_above_fd_setsize(
