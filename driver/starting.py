@@ -62,7 +62,8 @@ class Starter:
             self.clear_previous(name)
             ic = image.config
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
-                                     ic.working_dir, ic.user)
+                                     ic.working_dir, ic.user,
+                                     root_id=image.chain_id or image.manifest_digest)
             predicted = store.mount_root / "tasks" / name
             placed = resolve_nomad_paths(nomad)  # its task_dir is resolved
             cfg = resolve_mount_sources(cfg, placed.task_dir,

@@ -82,6 +82,7 @@ class ImageDefaults:
     env: tuple[str, ...] = ()
     working_dir: str = ""
     user: str = ""
+    root_id: str = ""  # what its root holds (the layer chain): users are looked up once per id
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ def compose(
             limits=limits_of(task, nomad, plugin, node),
             jail_params=tuple(task.jail_params.items()),
             abi=abi,
+            root_id=image.root_id,
         )
     except SpecError as exc:
         raise ConfigError(spec_field(exc.field), exc.message,

@@ -131,7 +131,7 @@ class FreeBSDRuntime(Runtime):
 
     def _prepare(self, spec: JailSpec, staging: Path) -> FreeBSDPlan:
         check_abi_mounts(spec)
-        user = resolve_user(spec.rootfs, spec.user, spec.group)
+        user = self._user_of(spec)
         jail_root = self._jail_root(spec)
         return FreeBSDPlan(
             user=user.name,

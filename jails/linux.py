@@ -30,7 +30,6 @@ from jails.runtime import Runtime, TaskHandle, env_dict
 from jails.spec import JailSpec, backend_network_modes
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
-from jails.users import resolve_user
 
 _GONE = ("does not exist", "not exist", "container not running", "not running")
 
@@ -38,6 +37,7 @@ _GONE = ("does not exist", "not exist", "container not running", "not running")
 class LinuxRuntime(Runtime):
     backend = "linux"
     init_exit_kills_all = True  # the container init is pid 1 of its own pid namespace
+    prepare_needs_root = False  # only the user lookup reads the root; runc mounts at _launch
 
     def __init__(
         self,
@@ -95,7 +95,7 @@ class LinuxRuntime(Runtime):
     # ---- Runtime hooks -------------------------------------------------------------------------
 
     def _prepare(self, spec: JailSpec, staging: Path) -> LinuxPlan:
-        user = resolve_user(spec.rootfs, spec.user, spec.group)
+        user = self._user_of(spec)
         rootfs = os.path.realpath(spec.rootfs)  # runc refuses a symlinked root
         # runc is given the pin points; _launch pins the sources onto them right before runc runs
         points = self.pins.points(spec.name, len(spec.mounts))
@@ -109,7 +109,7 @@ class LinuxRuntime(Runtime):
             swap_accounting=self._swap_accounting(),
         )
         bundle = staging / "bundle"
-        bundle.mkdir()
+        bundle.mkdir(exist_ok=True)  # made already by a _prepare for a root that then moved
         # compact: an indent makes json fall back from its C encoder (1 ms of every start)
         write_atomic(bundle / "config.json", json.dumps(config, separators=(",", ":")).encode())
         return LinuxPlan(

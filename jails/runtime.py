@@ -45,6 +45,7 @@ from jails.taskdir import (
     remove_tree,
     write_atomic,
 )
+from jails.users import ResolvedUser, UserCache
 
 IDENTITY_RECHECK_S = 30.0
 # How long a waiter blocks on its process handles before looking again on its own. Exits wake it
@@ -97,6 +98,9 @@ class Runtime(abc.ABC):
     derive_cpu_percent: bool = True
     # True when the task's exit ends every process of its jail/container (a pid namespace).
     init_exit_kills_all: bool = False
+    # True when _prepare looks into the root for more than the user (then it never runs before
+    # the root is there, even with the user known already).
+    prepare_needs_root: bool = True
 
     def __init__(self, state_root: Path) -> None:
         self.state_root = Path(state_root)
@@ -104,6 +108,7 @@ class Runtime(abc.ABC):
         self.dirs = TaskDirs(self.state_root)
         self._last_cpu: dict[str, tuple[int, int]] = {}
         self._mu = threading.Lock()
+        self.users = UserCache()
 
     # ---- backend hooks -------------------------------------------------------------------------
 
@@ -112,6 +117,10 @@ class Runtime(abc.ABC):
         """Check the host-specific parts of spec and decide everything the task needs: the plan
         kept in spec.json. May write files into ``staging``; no other side effect (mounts,
         limits, pins belong to ``_launch``, whose undo is ``_teardown``)."""
+
+    def _user_of(self, spec: JailSpec) -> ResolvedUser:
+        """The task's user, from the root's /etc/passwd and /etc/group (once per root_id)."""
+        return self.users.resolve(spec.rootfs, spec.root_id, spec.user, spec.group)
 
     @abc.abstractmethod
     def _load_plan(self, meta: Mapping[str, Any]) -> BackendPlan:
@@ -183,12 +192,18 @@ class Runtime(abc.ABC):
             with locked(staging) as _:
                 reserved = True  # before the effect: a half-made reservation is undone too
                 self._reserve(spec)
+                plan: BackendPlan | None = None
                 if rootfs_ready is not None:
+                    if not self.prepare_needs_root and self.users.get(
+                            spec.root_id, spec.user, spec.group) is not None:
+                        plan = self._prepare(spec, staging)  # beside the clone
                     rootfs = rootfs_ready()
                     if rootfs != spec.rootfs:
                         spec = dataclasses.replace(spec, rootfs=rootfs)
+                        plan = None  # made for another path
                     check_rootfs(spec)
-                plan = self._prepare(spec, staging)
+                if plan is None:
+                    plan = self._prepare(spec, staging)
                 created_at = time.time()
                 meta = {
                     "backend": self.backend,

@@ -200,6 +200,9 @@ class JailSpec:
     limits: Limits = field(default_factory=Limits)
     jail_params: tuple[tuple[str, str], ...] = ()
     abi: str = "native"  # see ABIS
+    # What the root holds (the image's layer chain, say): roots with one id have the same
+    # /etc/passwd and /etc/group, so users are looked up once per id ("": every start looks).
+    root_id: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not is_valid_name(self.name):
@@ -231,6 +234,7 @@ class JailSpec:
         if not self.user or ":" in self.user:
             raise SpecError("user", f"{self.user!r} must be a user name or numeric uid")
         _no_nul("user", self.user)
+        _no_nul("root_id", self.root_id)
         if self.group is not None and (not self.group or ":" in self.group):
             raise SpecError("group", f"{self.group!r} must be a group name or numeric gid")
         object.__setattr__(self, "cwd", _abs_clean("cwd", self.cwd))

@@ -7,6 +7,8 @@ The files are opened component by component with O_NOFOLLOW below the rootfs, so
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +77,37 @@ def resolve_user(rootfs: Path, user: str, group: str | None) -> ResolvedUser:
                 if gnum != gid and gnum not in extra:
                     extra.append(gnum)
     return ResolvedUser(uid, gid, tuple(extra), name, home)
+
+
+class UserCache:
+    """Users resolved per root content: roots with one ``root_id`` (a task's image layer chain)
+    have the same /etc/passwd and /etc/group, so a start of an image run before needs no look
+    into its root and can write its config while the root is still being cloned. An empty id is
+    never cached; neither is a user the root does not have (the error is raised each time)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._mu = threading.Lock()
+        self._known: OrderedDict[tuple[str, str, str | None], ResolvedUser] = OrderedDict()
+
+    def get(self, root_id: str, user: str, group: str | None) -> ResolvedUser | None:
+        if not root_id:
+            return None
+        with self._mu:
+            found = self._known.get((root_id, user, group))
+            if found is not None:
+                self._known.move_to_end((root_id, user, group))
+            return found
+
+    def resolve(self, rootfs: Path, root_id: str, user: str, group: str | None
+                ) -> ResolvedUser:
+        found = self.get(root_id, user, group)
+        if found is not None:
+            return found
+        found = resolve_user(rootfs, user, group)
+        if root_id:
+            with self._mu:
+                self._known[(root_id, user, group)] = found
+                while len(self._known) > self._size:
+                    self._known.popitem(last=False)
+        return found

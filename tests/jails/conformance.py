@@ -171,6 +171,46 @@ class RuntimeConformance:
         assert rt.wait(spec.name, 20).exit_code == 0
         rt.destroy(spec.name)
 
+    def test_a_root_whose_users_are_known_is_prepared_before_it_is_there(
+        self, rt: Runtime, make_spec: SpecFactory, rootfs: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Users are looked up once per root_id (the image's layer chain): a backend whose
+        # _prepare reads nothing else of the root writes the task's config while the clone is
+        # still being made; one that reads more waits for the root every time.
+        order: list[str] = []
+        real_prepare = rt._prepare
+
+        def prepare(spec: JailSpec, staging: Path) -> Any:
+            order.append(f"prepare {spec.rootfs.name}")
+            return real_prepare(spec, staging)
+
+        monkeypatch.setattr(rt, "_prepare", prepare)
+
+        def start(under: Path) -> None:
+            spec = make_spec(["/bin/sh", "-c", "id -u"], rootfs=under, user="nobody",
+                             root_id="chain-1")
+
+            def ready() -> Path:
+                order.append("root")
+                return rootfs
+
+            rt.start(spec, rootfs_ready=ready)
+            assert rt.wait(spec.name, 20).exit_code == 0
+            assert spec.stdout_path.read_text().strip() == "65534"  # the image's nobody
+
+        start(rootfs)  # the first start of chain-1 looks into the root
+        assert order == ["root", f"prepare {rootfs.name}"]
+        order.clear()
+        start(rootfs)
+        early = not rt.prepare_needs_root
+        assert order == ([f"prepare {rootfs.name}", "root"] if early else
+                         ["root", f"prepare {rootfs.name}"])
+        order.clear()
+        start(tmp_path / "moved")  # the root came elsewhere: made again for where it is
+        assert order == (["prepare moved", "root", f"prepare {rootfs.name}"] if early else
+                         ["root", f"prepare {rootfs.name}"])
+
     def test_root_that_never_came_fails_start_cleanly(
         self, rt: Runtime, make_spec: SpecFactory, tmp_path: Path
     ) -> None:
