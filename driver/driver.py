@@ -222,7 +222,18 @@ class XcDriver:
         state = fut.result()
         log.warning("start was cancelled after the task started; removing it",
                     extra={"task_id": state.task_id, "jail": state.name})
-        self._pool.submit(self._destroy_blocking, state)
+        self._pool.submit(self._destroy_or_retry, state)
+
+    def _destroy_or_retry(self, state: DriverState) -> None:
+        try:
+            self._destroy_blocking(state)
+        except Exception as exc:
+            self._destroy_failed(state, exc)
+
+    def _destroy_failed(self, state: DriverState, exc: Exception) -> None:
+        log.warning("destroying the task failed; retrying in the background",
+                    extra={"task_id": state.task_id, "jail": state.name, "error": str(exc)})
+        self._retry_destroy(state)
 
     # ---- waiting ---
 
@@ -328,9 +339,7 @@ class XcDriver:
         try:
             await self._run(self._destroy_blocking, state)
         except Exception as exc:
-            log.warning("destroying the task failed; retrying in the background",
-                        extra={"task_id": state.task_id, "jail": state.name, "error": str(exc)})
-            self._retry_destroy(state)
+            self._destroy_failed(state, exc)
             raise
 
     def resume_destroys(self) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jails.taskdir import identity_alive
+from jails.taskdir import identity_alive, pid_alive
 
 
 class ProcWatch:
@@ -63,7 +63,7 @@ class ProcWatch:
                 except OSError:  # ESRCH: already gone
                     return False
             return True
-        return all(_alive(pid) for pid, _start in procs)
+        return all(pid_alive(pid, start, full=False) for pid, start in procs)
 
     def wait(self, timeout_s: float) -> bool:
         """Block until one of the processes exits (True) or ``timeout_s`` passes (False)."""
@@ -88,16 +88,6 @@ class ProcWatch:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_pid_exit(pid: int, start: int, timeout_s: float) -> None:
