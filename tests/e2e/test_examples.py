@@ -196,19 +196,25 @@ def test_service_runs_until_stopped_and_shuts_down_on_its_kill_signal(examples: 
     assert examples.leftovers() == []
 
 
-def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
-    proc = subprocess.Popen(examples.argv("service", "--run-for", "10m"), env=examples.env(),
+def run_job_live(examples: Examples, job: str
+                 ) -> tuple[subprocess.Popen[str], queue.Queue[str], threading.Thread]:
+    """run-job for ``job`` in its own session, its output lines queued by a reader thread (so
+    a job that never prints fails the test in bounded time instead of blocking on readline)."""
+    proc = subprocess.Popen(examples.argv(job, "--run-for", "10m"), env=examples.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    seen: list[str] = []
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
     stdout = proc.stdout
-    # run-job's output is read on a thread so that a service that never ticks fails the test in
-    # bounded time instead of blocking on readline.
     reader = threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")],
                               daemon=True)
     reader.start()
+    return proc, lines, reader
+
+
+def test_service_stops_when_run_job_is_interrupted(examples: Examples) -> None:
+    proc, lines, reader = run_job_live(examples, "service")
+    seen: list[str] = []
     try:
         deadline = time.monotonic() + 120
         while "ticker: tick 2" not in (seen[-1] if seen else ""):
@@ -303,15 +309,7 @@ def _drain(q: queue.Queue[str]) -> str:
 
 
 def test_web_job_runs_two_instances_each_on_its_own_published_port(examples: Examples) -> None:
-    proc = subprocess.Popen(examples.argv("web", "--run-for", "10m"), env=examples.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")],
-                              daemon=True)
-    reader.start()
+    proc, lines, reader = run_job_live(examples, "web")
     seen: list[str] = []
     ports: dict[int, int] = {}
     try:
