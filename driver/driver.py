@@ -28,6 +28,7 @@ from driver.errors import BadRequest, TaskConflict, TaskGone
 from driver.events import EventBus, TaskEvent
 from driver.ports import Images
 from driver.pull import pull_image
+from driver.spareclones import SpareKeeper
 from driver.starting import Starter, net_request
 from driver.state import DriverState, StateError
 from driver.tasknet import DriverNetwork, NetRequest, TaskNetworks, driver_network
@@ -134,6 +135,7 @@ class XcDriver:
         self._names = NameLocks()
         self._retry_mu = threading.Lock()
         self._retrying: set[str] = set()  # jail names whose destroy is being retried
+        self.spares = SpareKeeper(config.spare_clones, images, self._closed)
 
     @property
     def runtime(self) -> Runtime:
@@ -214,7 +216,9 @@ class XcDriver:
         starter = Starter(self.config, self.runtime, self.images, self.tasks, self.networks,
                           self._node)
         with self._names.hold(name):  # never beside a retried destroy of an earlier incarnation
-            return starter.start(nomad, cfg, name, image, abi, net_req, steps)
+            state = starter.start(nomad, cfg, name, image, abi, net_req, steps)
+        self.spares.after_start(image, state.disk_bytes or None)  # for the image's next start
+        return state
 
     def _discard_started(self, fut: asyncio.Future[DriverState]) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -341,6 +345,11 @@ class XcDriver:
         except Exception as exc:
             self._destroy_failed(state, exc)
             raise
+
+    def housekeep_spares(self) -> None:
+        """Remove the spare clones a crash left taken but unrecorded, then expire idle ones
+        (in the background, until close)."""
+        self.spares.housekeep(lambda: {s.rootfs_key for s in self.tasks.records()})
 
     def resume_destroys(self) -> None:
         """Finish the destroys an earlier plugin left unfinished (their records are marked);

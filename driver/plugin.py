@@ -66,6 +66,7 @@ class XcPlugin:
             self.fingerprinter.poke()
         if nomad is not None and not self.driver.tasks.entries():
             self.driver.resume_destroys()
+            self.driver.housekeep_spares()
             self._sweep_networks()
         return cfg
 

@@ -87,6 +87,28 @@ class GcConfig:
                                     default="3m", parse=val.duration_or_zero)
 
 
+MAX_SPARE_CLONES = 16
+
+
+def _spare_count(path: str, value: Any, hint: str) -> int:
+    n = val.whole(path, value, hint)
+    if n > MAX_SPARE_CLONES:
+        raise ConfigError(path, f"{n} is above {MAX_SPARE_CLONES}", hint)
+    return n
+
+
+@dataclass(frozen=True)
+class SpareClones:
+    """Idle clones kept of recently started images, so their next start needs no clone."""
+
+    count: int = option("number", "set count to a whole number >= 0 (idle clones kept per "
+                        "recently started image and disk quota, at most 16; 0: none)",
+                        default=1, parse=_spare_count)
+    idle: timedelta = option("string", 'set idle to a duration such as "30m" (a spare not '
+                             "taken for this long is destroyed; \"0\": never)", default="30m",
+                             parse=val.duration_or_zero)
+
+
 @dataclass(frozen=True)
 class Limits:
     """rctl/ulimit values and the task's disk (its clone's refquota, bytes); 0 means not set."""
@@ -187,6 +209,7 @@ class PluginConfig:
     # every bound on an image (zfsimage.LayerLimits), each raisable: image_limits { max_... }
     image_limits: LayerLimits = block(ImageLimitsBlock, parse=to_layer_limits)
     network: NetworkConfig = block(NetworkOptions, parse=_network_config)
+    spare_clones: SpareClones = block(SpareClones)
 
     def resolved_backend(self, platform: str = sys.platform) -> Literal["freebsd", "linux"]:
         if self.backend != "auto":

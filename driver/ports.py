@@ -11,7 +11,8 @@ import ``driver.driver`` (which would be a cycle through the servicer).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +40,21 @@ class Images(Protocol):
 
     def destroy_rootfs(self, task_key: str) -> None:
         """Remove a task's clone; gone already is success."""
+
+    def taking_spare(self, image: zfsimage.Image, refquota: int | None = None
+                     ) -> AbstractContextManager[tuple[str, Path] | None]:
+        """An idle spare clone of ``image`` with this quota, now the caller's: (task key,
+        root), or None; the caller records the key inside the block."""
+
+    def refill_spares(self, image: zfsimage.Image, refquota: int | None,
+                      keep: int) -> list[str]:
+        """Make spare clones of ``image`` until ``keep`` are idle; blocking."""
+
+    def expire_spares(self, max_idle_s: float) -> list[str]:
+        """Destroy the idle spare clones made more than ``max_idle_s`` ago."""
+
+    def sweep_spares(self, owned: Callable[[], Collection[str]]) -> list[str]:
+        """Destroy the taken spare clones whose key is not in ``owned()``."""
 
 
 class TaskSource(Protocol):

@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import zfsimage
 from driver.config import ConfigError, PluginConfig, TaskConfig
@@ -53,7 +54,7 @@ class Starter:
         """Start the task as jail ``name`` from the pulled ``image``; its ``driver_state``.
         Raises ConfigError or StartFailed (see ``start_error``) after undoing every effect.
         ``steps`` gets the ms of each part (spec and record, clone, network and files, runtime
-        start)."""
+        start) and ``spare`` 1 when the root was a spare clone."""
         rt, store = self.runtime, self.images
         split = steps if steps is not None else {}
         t = time.monotonic()
@@ -64,28 +65,40 @@ class Starter:
             defaults = ImageDefaults(tuple(ic.entrypoint), tuple(ic.cmd), tuple(ic.env),
                                      ic.working_dir, ic.user,
                                      root_id=image.chain_id or image.manifest_digest)
-            predicted = store.mount_root / "tasks" / name
             placed = resolve_nomad_paths(nomad)  # its task_dir is resolved
             cfg = resolve_mount_sources(cfg, placed.task_dir,
                                         self.config.volumes.allowed_host_paths)
-            spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
-                           nomad=placed, plugin=self.config, node=self.node(), abi=abi)
             quota = disk_quota_of(cfg, self.config)
-            state = DriverState(
-                task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name, name=name,
-                rootfs_key=name, image=cfg.image, image_digest=image.manifest_digest,
-                started_at=time.time(), resources=nomad.resources, alloc_dir=nomad.alloc_dir,
-                stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
-                disk_bytes=quota or 0, network_mode=net_req.mode if net_req else "")
-            # The record goes first: whenever a clone or jail of this name may exist, a record
-            # says whose it is (what clear_previous and destroy of a lost handle rely on).
-            undo.append(lambda: self.tasks.forget(name))
-            self.tasks.save(state)
+            with self._spare(image, quota) as spare:
+                if spare is not None:
+                    key, predicted = spare
+                    undo.append(lambda: store.destroy_rootfs(key))  # taken: ours to remove
+                    split["spare"] = 1
+                else:
+                    key, predicted = name, store.mount_root / "tasks" / name
+                spec = compose(name=name, rootfs=predicted, image=defaults, task=cfg,
+                               nomad=placed, plugin=self.config, node=self.node(), abi=abi)
+                state = DriverState(
+                    task_id=nomad.id, alloc_id=nomad.alloc_id, task_name=nomad.name,
+                    name=name, rootfs_key=key, image=cfg.image,
+                    image_digest=image.manifest_digest, started_at=time.time(),
+                    resources=nomad.resources, alloc_dir=nomad.alloc_dir,
+                    stdout_path=nomad.stdout_path, stderr_path=nomad.stderr_path,
+                    disk_bytes=quota or 0, network_mode=net_req.mode if net_req else "")
+                # The record goes first: whenever a clone or jail of this name may exist, a
+                # record says whose it is (what clear_previous and destroy of a lost handle rely
+                # on), and which clone is its root.
+                undo.append(lambda: self.tasks.forget(name))
+                self.tasks.save(state)
             t_clone = time.monotonic()
-            # The clone runs beside the rest of the start (network, files, what the runtime can
-            # do before the root exists); the runtime waits for it before it needs the root.
-            clone = _Clone(store, image, name, quota)  # refquota set as it is made
-            undo.append(lambda: clone.undo(store))
+            root: _Root
+            if spare is not None:
+                root = _Ready(predicted)
+            else:
+                # The clone runs beside the rest of the start (network, files, what the runtime
+                # can do before the root exists); the runtime waits for it when it needs it.
+                clone = root = _Clone(store, image, name, quota)  # refquota set as it is made
+                undo.append(lambda: clone.undo(store))
             if net_req is not None:
                 nets = self.networks
                 undo.append(lambda: nets.release(nomad.alloc_id, nomad.name))
@@ -101,8 +114,8 @@ class Starter:
                 if str(m.source).startswith(inside) and not m.source.exists():
                     m.source.mkdir(parents=True, exist_ok=True)
             t_run = time.monotonic()
-            handle = rt.start(spec, rootfs_ready=clone.result)
-            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(clone.seconds),
+            handle = rt.start(spec, rootfs_ready=root.result)
+            split.update(spec_ms=_ms(t_clone - t), clone_ms=_ms(root.seconds),
                          files_ms=_ms(t_run - t_clone), runtime_ms=_ms(time.monotonic() - t_run))
             return dataclasses.replace(state, started_at=handle.started_at)
         except BaseException as exc:
@@ -129,8 +142,33 @@ class Starter:
             rt.destroy(name)
         elif not recorded:
             return  # no record, no jail: no clone either (the record is written first)
-        self.images.destroy_rootfs(name)
+        previous = self.tasks.load(name)  # unreadable: a spare it took goes at the next sweep
+        self.images.destroy_rootfs(previous.rootfs_key if previous else name)
         self.tasks.forget(name)
+
+    def _spare(self, image: zfsimage.Image, quota: int | None
+               ) -> AbstractContextManager[tuple[str, Path] | None]:
+        if self.config.spare_clones.count == 0:
+            return nullcontext(None)
+        return self.images.taking_spare(image, quota)
+
+
+class _Ready:
+    """A root that is there already (a spare clone)."""
+
+    seconds = 0.0
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def result(self) -> Path:
+        return self._root
+
+
+class _Root(Protocol):
+    seconds: float
+
+    def result(self) -> Path: ...
 
 
 class _Clone:

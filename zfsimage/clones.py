@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 from zfsimage import zfs
@@ -118,10 +119,11 @@ class TaskClones:
         return {n.rsplit("/", 1)[1]: p.get("origin", "-") for n, p in raw.items()
                 if n != self.root and "@" not in n}
 
-    def chains_in_use(self) -> set[str]:
-        """Hex ids of the layer chains task clones are cloned from."""
-        return {o.split("@", 1)[0].rsplit("/", 1)[1] for o in self.origins().values()
-                if "@" in o}
+    def chains_in_use(self, skip: Collection[str] = ()) -> set[str]:
+        """Hex ids of the layer chains task clones (but those keyed in ``skip``) are cloned
+        from."""
+        return {o.split("@", 1)[0].rsplit("/", 1)[1] for k, o in self.origins().items()
+                if "@" in o and k not in skip}
 
 
 def _too_small(name: str, refquota: int, what: str) -> QuotaTooSmall:

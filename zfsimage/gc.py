@@ -13,14 +13,16 @@ from zfsimage.images import GcReport
 from zfsimage.layers import LayerStore
 from zfsimage.locks import StoreLocks
 from zfsimage.reference import parse_reference
+from zfsimage.spares import Spares
 
 
 class Collector:
     def __init__(self, catalog: Catalog, layers: LayerStore, clones: TaskClones,
-                 locks: StoreLocks, delay_s: float) -> None:
+                 spares: Spares, locks: StoreLocks, delay_s: float) -> None:
         self.catalog = catalog
         self.layers = layers
         self.clones = clones
+        self.spares = spares
         self.locks = locks
         self.delay_s = delay_s
 
@@ -34,7 +36,9 @@ class Collector:
             ref = reference if by_digest else str(parse_reference(reference))
             refs = () if by_digest else tuple(r for r in rec.references if r != ref)
             top = hex_of(rec.chain_ids[-1]) if rec.chain_ids else None
-            used = top is not None and top in self.clones.chains_in_use()
+            # an idle spare clone is no use of the image: gc below drops it with the image
+            idle = {s.key for s in self.spares.idle()}
+            used = top is not None and top in self.clones.chains_in_use(skip=idle)
             if not refs and used and not force_untag:
                 raise ImageInUse(f"image {reference} is used by a running task rootfs; "
                                  "stop the task first")
@@ -48,12 +52,14 @@ class Collector:
 
     def gc(self, delay_s: float | None = None, now: float | None = None) -> GcReport:
         """Remove untagged images unused for ``delay_s`` (default the configured delay), then
-        every layer chain no image record or task needs. Never touches what a task uses."""
+        every layer chain no image record or task needs, and the idle spare clones of what goes.
+        Never touches what a task uses."""
         delay = self.delay_s if delay_s is None else delay_s
         now = time.time() if now is None else now
         removed_images: list[str] = []
         with self.locks.gc(exclusive=True), self.catalog.records.locked():
-            in_use = self.clones.chains_in_use()
+            idle = self.spares.idle()
+            in_use = self.clones.chains_in_use(skip={s.key for s in idle})
             needed: set[str] = set()
             for rec in self.catalog.records.all():
                 top = hex_of(rec.chain_ids[-1]) if rec.chain_ids else None
@@ -64,6 +70,8 @@ class Collector:
                 else:
                     self.catalog.records.delete(rec.manifest_digest)
                     removed_images.append(rec.manifest_digest)
+            # a spare taken meanwhile is a task's now: drop skips it and its clone keeps its chain
+            self.spares.drop([s for s in idle if s.chain not in needed | in_use])
             removed_layers = self._sweep_layers(needed | in_use)
         return GcReport(tuple(removed_images), tuple(removed_layers))
 

@@ -7,6 +7,7 @@ Layout under the operator's dataset ``D`` (all parents ``mountpoint=none``)::
                              xc:parent, xc:blob, xc:lastused (layers.py says why)
     D/layers/<hex>@layer     the commit marker, taken only after extraction and DiffID checks
     D/tasks/<task_key>       a task rootfs: clone of the image's top ``@layer`` snapshot
+    D/tasks/spare.<...>      a spare task rootfs made ahead of a start (spares.py)
     D/meta                   image records (config, references), see records.py
 
 ``ImageStore`` is the composition of its parts, each owning one noun: ``LayerStore`` (layer
@@ -17,7 +18,7 @@ and layout sources), ``Collector`` (GC and removal), ``StoreLocks``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from zfsimage import zfs
@@ -36,6 +37,7 @@ from zfsimage.puller import Puller
 from zfsimage.records import ImageRecord, RecordStore
 from zfsimage.reference import parse_reference
 from zfsimage.rootfs import raise_fd_limit
+from zfsimage.spares import Spares
 
 __all__ = ["GcReport", "Image", "ImageStore", "PullProgress", "StoreConfig", "config_json"]
 
@@ -50,18 +52,19 @@ class ImageStore:
         raise_fd_limit()
         self.ds = config.dataset
         self.mount_root = Path(config.mount_root)
-        for sub in ("spool", "locks", "tasks", "layers"):
+        for sub in ("spool", "locks", "tasks", "layers", "spares"):
             (self.mount_root / sub).mkdir(parents=True, exist_ok=True)
         self.locks = StoreLocks(self.mount_root / "locks")
         self.layers = LayerStore(self.ds, self.mount_root, self.locks, config.limits,
                                  config.max_image_size)
         self.clones = TaskClones(self.ds, self.mount_root, self.layers, config.task_props)
+        self.spares = Spares(self.clones, self.mount_root / "spares")
         self._setup_datasets()
         self.records = RecordStore(self.mount_root / "meta" / "images")
         self.catalog = Catalog(self.records, self.layers)
         self.puller = Puller(config, self.catalog, self.layers, self.locks)
-        self.collector = Collector(self.catalog, self.layers, self.clones, self.locks,
-                                   config.gc_delay_s)
+        self.collector = Collector(self.catalog, self.layers, self.clones, self.spares,
+                                   self.locks, config.gc_delay_s)
         self.recover()
 
     # -- setup and crash recovery -----------------------------------------------------------
@@ -155,6 +158,24 @@ class ImageStore:
     def destroy_rootfs(self, task_key: str) -> None:
         """Destroy the task clone; success if it is already gone."""
         self.clones.destroy(task_key)
+
+    def taking_spare(self, image: Image, refquota: int | None = None
+                     ) -> contextlib.AbstractContextManager[tuple[str, Path] | None]:
+        """An idle spare clone of ``image`` with this quota for the caller, (task key, root),
+        or None; record the key as the task's root inside the block (see ``sweep_spares``)."""
+        return self.spares.taking(image, refquota)
+
+    def refill_spares(self, image: Image, refquota: int | None, keep: int) -> list[str]:
+        """Make spare clones of ``image`` until ``keep`` are idle; blocking (a clone each)."""
+        return self.spares.refill(image, refquota, keep)
+
+    def expire_spares(self, max_idle_s: float) -> list[str]:
+        """Destroy the idle spare clones made more than ``max_idle_s`` ago."""
+        return self.spares.expire(max_idle_s)
+
+    def sweep_spares(self, owned: Callable[[], Collection[str]]) -> list[str]:
+        """Destroy the taken spare clones no key in ``owned()`` names (crash debris)."""
+        return self.spares.sweep(owned)
 
     def rootfs_path(self, task_key: str) -> Path | None:
         return self.clones.path(task_key)

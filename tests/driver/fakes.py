@@ -9,10 +9,11 @@ call of a method raise, to reach every failure point of a start.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,9 @@ class FakeImages(Faults):
         self.quotas: dict[str, int | None] = {}  # task key -> the refquota it was cloned with
         self.pulls: list[str] = []
         self.config = ImageConfig(cmd=("/bin/sleep", "60"))  # what every image is
+        self.idle: dict[str, tuple[str, int | None]] = {}  # idle spare -> (image, quota)
+        self._spare_seq = itertools.count(1)
+        self._spare_mu = threading.Lock()
 
     def ensure_image(self, reference: str, auth: zfsimage.RegistryAuth | None = None,
                      platform: Any = None,
@@ -173,3 +177,45 @@ class FakeImages(Faults):
         if path.exists():
             path.rmdir()
         self.clones.discard(task_key)
+
+    # Spare clones as zfsimage.spares keeps them: idle ones are keyed by image and quota, a
+    # taken one is a clone like any other until its taker destroys it.
+
+    def taking_spare(self, image: zfsimage.Image, refquota: int | None = None
+                     ) -> contextlib.AbstractContextManager[tuple[str, Path] | None]:
+        self.check("taking_spare")
+        with self._spare_mu:
+            key = next((k for k, v in self.idle.items() if v == (image.manifest_digest,
+                                                                  refquota)), None)
+            if key is not None:
+                del self.idle[key]
+        return contextlib.nullcontext(
+            None if key is None else (key, self.mount_root / "tasks" / key))
+
+    def refill_spares(self, image: zfsimage.Image, refquota: int | None,
+                      keep: int) -> list[str]:
+        self.check("refill_spares")
+        made = []
+        while sum(v == (image.manifest_digest, refquota) for v in self.idle.values()) < keep:
+            key = f"spare.{next(self._spare_seq)}"
+            self.clone_rootfs(image, key, refquota)
+            with self._spare_mu:
+                self.idle[key] = (image.manifest_digest, refquota)
+            made.append(key)
+        return made
+
+    def expire_spares(self, max_idle_s: float) -> list[str]:
+        self.check("expire_spares")
+        gone = list(self.idle) if max_idle_s < 0 else []
+        for key in gone:
+            del self.idle[key]
+            self.destroy_rootfs(key)
+        return gone
+
+    def sweep_spares(self, owned: Callable[[], Collection[str]]) -> list[str]:
+        self.check("sweep_spares")
+        keep = set(owned()) | set(self.idle)
+        gone = [k for k in self.clones if k.startswith("spare.") and k not in keep]
+        for key in gone:
+            self.destroy_rootfs(key)
+        return gone

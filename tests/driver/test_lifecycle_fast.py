@@ -255,7 +255,7 @@ def test_a_running_incarnation_holds_the_name(host: Host) -> None:
         # destroying the old incarnation must not touch the new one's jail, clone or record
         await d.destroy_task(first.task_id, force=True)
         assert host.runtime.status(NAME) == "running"
-        assert NAME in host.images.clones and host.record().exists()
+        assert second.rootfs_key in host.images.clones and host.record().exists()
         await d.destroy_task(second.task_id, force=True)
         host.assert_clean()
 

@@ -153,6 +153,13 @@ PLUGIN_SPEC: list[Any] = ['Object',
       ['alias_pool', ['Default', ['Attr', 'alias_pool', 'string', False], ['Literal', '""']]],
       ['pf_anchor', ['Default', ['Attr', 'pf_anchor', 'string', False], ['Literal', '"xc"']]],
       ['name_prefix', ['Default', ['Attr', 'name_prefix', 'string', False], ['Literal', '"xc"']]]]],
+    False]],
+  ['spare_clones',
+   ['Block',
+    'spare_clones',
+    ['Object',
+     [['count', ['Default', ['Attr', 'count', 'number', False], ['Literal', '1']]],
+      ['idle', ['Default', ['Attr', 'idle', 'string', False], ['Literal', '"30m"']]]]],
     False]]]]
 TASK_SPEC: list[Any] = ['Object',
  [['image', ['Attr', 'image', 'string', True]],
@@ -261,6 +268,10 @@ PLUGIN_HINTS: dict[str, str] = {
  'network.pf_anchor': 'set pf_anchor to the pf anchor name your pf.conf loads, e.g. "xc"',
  'platform': 'set platform = "os/arch[/variant]", e.g. "freebsd/amd64"',
  'pull_activity_timeout': 'set pull_activity_timeout to a duration such as "2m"',
+ 'spare_clones.count': 'set count to a whole number >= 0 (idle clones kept per recently started '
+                       'image and disk quota, at most 16; 0: none)',
+ 'spare_clones.idle': 'set idle to a duration such as "30m" (a spare not taken for this long is '
+                      'destroyed; "0": never)',
  'state_dir': 'set state_dir to an absolute path such as "/var/db/nomad-driver-xc"',
  'volumes.allowed_host_paths': 'list absolute host paths tasks may mount, e.g. ["/srv/data"]',
  'volumes.enabled': 'set enabled = true or false'}

@@ -21,7 +21,7 @@ SLEEP = 'command = "/bin/sleep"\nargs = ["600"]'
 @contextmanager
 def holding_a_file_in_the_root(nomad: Nomad, run: TaskRun) -> Iterator[None]:
     """Keep the task's clone busy: zfs cannot unmount it, so it cannot destroy it."""
-    root = nomad.state_dir / "images" / "tasks" / run.jail
+    root = nomad.state_dir / "images" / "tasks" / run.root_key
     fd = os.open(root / "bin" / "busybox", os.O_RDONLY)
     try:
         yield
@@ -30,8 +30,11 @@ def holding_a_file_in_the_root(nomad: Nomad, run: TaskRun) -> Iterator[None]:
 
 
 def left_of(nomad: Nomad, run: TaskRun) -> dict[str, list[str]]:
-    return {k: [x for x in v if run.jail in x] for k, v in nomad.leftovers().items()
-            if any(run.jail in x for x in v)}
+    def ours(x: str) -> bool:
+        return run.jail in x or run.root_key in x
+
+    return {k: [x for x in v if ours(x)] for k, v in nomad.leftovers().items()
+            if any(ours(x) for x in v)}
 
 
 def test_a_destroy_that_failed_is_finished_once_the_clone_is_free(nomad: Nomad) -> None:

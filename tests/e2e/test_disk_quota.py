@@ -57,7 +57,7 @@ def test_a_write_past_the_quota_gets_edquot_and_nothing_else_is_affected(nomad: 
     nomad.wait_for(lambda: "rc=" in limited.stdout(), what="the task's log")
     assert "Disk quota exceeded" in limited.stdout(), limited.stdout()
     assert "rc=1" in limited.stdout()
-    ds = f"{nomad.dataset}/tasks/{limited.jail}"
+    ds = f"{nomad.dataset}/tasks/{limited.driver_state['rootfs_key']}"  # maybe a spare
     props = zfs_get(ds, "refquota", "referenced")
     assert props["refquota"] == str(8 * MIB)
     assert int(props["referenced"]) < 12 * MIB  # zfs may overshoot by what one txg held
@@ -70,7 +70,8 @@ def test_a_write_past_the_quota_gets_edquot_and_nothing_else_is_affected(nomad: 
     assert nomad.wait(free)["result"]["exit_code"] == 0
     nomad.wait_for(lambda: "rc=" in free.stdout(), what="the neighbour's log")
     assert "rc=0" in free.stdout() and "quota" not in free.stdout(), free.stdout()
-    assert zfs_get(f"{nomad.dataset}/tasks/{free.jail}", "refquota")["refquota"] == "0"
+    free_ds = f"{nomad.dataset}/tasks/{free.driver_state['rootfs_key']}"
+    assert zfs_get(free_ds, "refquota")["refquota"] == "0"
     assert "disk_quota_bytes" not in nomad.inspect(free)["driver"]["attributes"]
 
     assert layer_snapshots(nomad) == layers  # the image's layers took none of these writes

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from driver.install import install
+from tests.fixtures.clones import task_clones
 from tests.fixtures.network import http_get, net_bridge, net_prefix, remove_by_name, test_pool
 from tests.fixtures.network import leftovers as net_leftovers
 from tests.fixtures.nomad import _cleanup, _remove_cgroups
@@ -94,16 +95,14 @@ class Examples:
         return dict(json.loads((self.state_dir / f"{job}.summary.json").read_text()))
 
     def leftovers(self) -> list[str]:
-        """Containers and task clones that exist now."""
+        """Containers and task clones (not idle spares) that exist now."""
         left = []
         runc_root = self.state_dir / "jails" / "runc"
         cp = subprocess.run(["runc", "--root", str(runc_root), "list", "--format", "json"],
                             capture_output=True, text=True, check=False)
         if cp.returncode == 0:
             left += [c["id"] for c in json.loads(cp.stdout or "null") or []]
-        cp = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", f"{self.dataset}/tasks"],
-                            capture_output=True, text=True, check=False)
-        left += [n for n in cp.stdout.split() if n != f"{self.dataset}/tasks"]
+        left += task_clones(self.dataset, self.state_dir / "images")  # idle spares stay
         left += [str(p) for p in (self.state_dir / "allocs").glob("*")]
         net = net_leftovers(net_prefix(), net_bridge(), self.state_dir)
         left += [*net.netns, *net.chains, *net.bridge_ports, *net.leases]

@@ -1,0 +1,94 @@
+"""``SpareKeeper``: the plugin's policy for spare clones (option ``spare_clones``).
+
+After each start the keeper has the image store make up to ``count`` idle clones of that image
+and disk quota in the background, so the image's next start takes one and clones nothing
+(``zfsimage.spares`` owns the clones and who may take them). An idle spare not taken within
+``idle`` is destroyed; so is a spare a crash left taken but unrecorded, when the plugin starts
+(``housekeep``). Image removal drops idle spares itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+
+import zfsimage
+from driver.pluginconfig import SpareClones
+from driver.ports import Images
+
+__all__ = ["SpareKeeper"]
+
+log = logging.getLogger("driver")
+
+MAX_EXPIRE_WAIT_S = 60.0  # how late an expired spare may go (one listdir per wait)
+
+
+class SpareKeeper:
+    def __init__(self, config: SpareClones, images: Callable[[], Images],
+                 closed: threading.Event) -> None:
+        self.config = config
+        self._images = images
+        self._closed = closed
+        self._mu = threading.Lock()
+        self._refilling: dict[tuple[str, int], threading.Thread] = {}
+        self._housekeeping = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.count > 0
+
+    def after_start(self, image: zfsimage.Image, quota: int | None) -> None:
+        """Have spares of ``image`` made in the background (one refill per image and quota at a
+        time; the store counts what is idle)."""
+        if not self.enabled or self._closed.is_set():
+            return
+        key = (image.manifest_digest, quota or 0)
+        with self._mu:
+            if key in self._refilling:
+                return
+            # not a daemon: a plugin that exits lets the clone under way finish and be marked
+            t = threading.Thread(target=self._refill, args=(key, image, quota),
+                                 name="spare-refill")
+            self._refilling[key] = t
+        t.start()
+
+    def _refill(self, key: tuple[str, int], image: zfsimage.Image, quota: int | None) -> None:
+        try:
+            self._images().refill_spares(image, quota, self.config.count)
+        except Exception as exc:  # the next start clones as it would without spares
+            log.warning("making a spare clone failed",
+                        extra={"image": image.manifest_digest, "error": str(exc)})
+        finally:
+            with self._mu:
+                self._refilling.pop(key, None)
+
+    def housekeep(self, owned: Callable[[], Collection[str]]) -> None:
+        """In the background: remove spares a crash left taken but unrecorded (``owned``: the
+        root keys the task records name), then expire idle spares until close."""
+        with self._mu:
+            if self._housekeeping:
+                return
+            self._housekeeping = True
+        threading.Thread(target=self._housekeep, args=(owned,), name="spare-housekeeping",
+                         daemon=True).start()
+
+    def _housekeep(self, owned: Callable[[], Collection[str]]) -> None:
+        idle_s = self.config.idle.total_seconds()  # 0: spares never expire
+        wait_s = min(MAX_EXPIRE_WAIT_S, max(idle_s / 2, 1.0))
+        try:
+            images = self._images()
+            swept = images.sweep_spares(owned)
+            if swept:
+                log.warning("removed spare clones a crash left", extra={"keys": swept})
+            if self.enabled and idle_s == 0:
+                return
+            while True:
+                # count 0: the spares an earlier config kept go at once
+                expired = images.expire_spares(idle_s if self.enabled else -1.0)
+                if expired:
+                    log.info("removed idle spare clones", extra={"keys": expired})
+                if not self.enabled or self._closed.wait(wait_s):
+                    return
+        except Exception as exc:  # the store could not be opened: nothing to keep then
+            log.warning("spare clone housekeeping stopped", extra={"error": str(exc)})
