@@ -207,12 +207,14 @@ def pct(xs: list[float], q: float) -> float:
     return ys[min(len(ys) - 1, max(0, math.ceil(q * len(ys)) - 1))]
 
 
-def plugin_start_steps(nomad: Nomad, task_ids: set[str]) -> dict[str, list[float]]:
+def plugin_start_steps(nomad: Nomad, task_ids: set[str],
+                       instance: str) -> dict[str, list[float]]:
     """The plugin's own account of each start (its "task started" log line): the image step and
-    everything after it (clone, spec, supervisor + runc), in ms."""
+    everything after it (clone, spec, supervisor + runc), in ms; ``spare`` 1 per start that ran
+    on a spare clone."""
     out: dict[str, list[float]] = {k: [] for k in (
-        "image_ms", "start_ms", "spec_ms", "clone_ms", "files_ms", "runtime_ms")}
-    for line in nomad.rig.check("logs", instance=nomad.instance)["stderr"]:
+        "image_ms", "start_ms", "spec_ms", "clone_ms", "files_ms", "runtime_ms", "spare")}
+    for line in nomad.rig.check("logs", instance=instance)["stderr"]:
         if '"task started"' not in line:
             continue
         with contextlib.suppress(ValueError, KeyError):
@@ -224,9 +226,23 @@ def plugin_start_steps(nomad: Nomad, task_ids: set[str]) -> dict[str, list[float
     return out
 
 
+def wait_for_spare(nomad: Nomad) -> None:
+    """Until the plugin's refill after a start is done (a marked idle spare): the next measured
+    step, bare or not, must not share the machine with it."""
+    marks = nomad.state_dir / "images" / "spares"
+    deadline = time.monotonic() + 30
+    while not (marks.is_dir() and any(p.name.startswith("spare.") for p in marks.iterdir())):
+        if time.monotonic() > deadline:
+            raise SystemExit("the plugin made no spare clone within 30 s")
+        time.sleep(0.005)
+
+
 def bench_start(nomad: Nomad, starts: int) -> dict[str, Any]:
+    """Interleaved: a start on the plugin (spare clones on, the default), the bare sequence, and
+    a start on a second plugin with ``spare_clones { count = 0 }`` (a clone in every start)."""
     work = Path(tempfile.mkdtemp(prefix=f"xctest-{os.getpid()}-bench-"))
     bare_template(work)
+    main = nomad.instance
     try:
         warm, _ = start_task(nomad)                 # pulls the image; not measured
         clones = subprocess.run(
@@ -235,18 +251,33 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, Any]:
         origin = next(line.split("\t")[1] for line in clones
                       if "\t" in line and "@" in line.split("\t")[1])
         nomad.destroy(warm)
+        nomad.extra_config = "spare_clones {\n  count = 0\n}"
+        nomad.launch("nospare")  # drops the idle spares at its SetConfig, once
+        nomad.instance = main
         xc, whole, bare, ids = [], [], [], set()
+        cold, cold_ids = [], set()
         bare_split: dict[str, list[float]] = {}
-        for i in range(starts):                     # interleaved: drift hits both alike
+        for i in range(starts):                     # interleaved: drift hits all alike
+            wait_for_spare(nomad)
             run, dt = start_task(nomad)
             whole.append(dt)
             xc.append(float(run.reply["start_task_ms"]) / 1000)
             ids.add(run.task_id)
             nomad.destroy(run)
+            wait_for_spare(nomad)
             dt, cid, clone = bare_start(origin, nomad.dataset, work, i, bare_split)
             bare.append(dt)
             bare_destroy(work, cid, clone)
-        steps = plugin_start_steps(nomad, ids)
+            nomad.instance = "nospare"
+            try:
+                run, _ = start_task(nomad)
+                cold.append(float(run.reply["start_task_ms"]) / 1000)
+                cold_ids.add(run.task_id)
+                nomad.destroy(run)
+            finally:
+                nomad.instance = main
+        steps = plugin_start_steps(nomad, ids, main)
+        cold_steps = plugin_start_steps(nomad, cold_ids, "nospare")
         # The same number of starts, 4 at a time on both sides: what contention adds.
         t0 = time.perf_counter()
         runs = start_many(nomad, starts, report=False)
@@ -260,7 +291,8 @@ def bench_start(nomad: Nomad, starts: int) -> dict[str, Any]:
         bare_concurrent = time.perf_counter() - t0
         for _dt, cid, clone in made:
             bare_destroy(work, cid, clone)
-        return {"xc": xc, "bare": bare, "whole": whole, "steps": steps,
+        return {"xc": xc, "bare": bare, "whole": whole, "steps": steps, "cold": cold,
+                "cold_steps": cold_steps,
                 "bare_split": {k: statistics.median(v) * 1000 for k, v in bare_split.items()},
                 "xc_concurrent": xc_concurrent, "bare_concurrent": bare_concurrent}
     finally:
@@ -403,7 +435,9 @@ def window_cpu(pid: int, seconds: float) -> float:
 def start_rows(start: dict[str, Any], phases: dict[str, float]) -> list[tuple[str, ...]]:
     xc_ms = [x * 1000 for x in start["xc"]]
     bare_ms = [x * 1000 for x in start["bare"]]
+    cold_ms = [x * 1000 for x in start["cold"]]
     xc_med, bare_med = statistics.median(xc_ms), statistics.median(bare_ms)
+    cold_med = statistics.median(cold_ms)
     whole_med = statistics.median(start["whole"]) * 1000
     rows: list[tuple[str, ...]] = [
         ("StartTask->running, cached image (median)", f"{xc_med:.0f} ms",
@@ -416,9 +450,20 @@ def start_rows(start: dict[str, Any], phases: dict[str, float]) -> list[tuple[st
          f"{start['xc_concurrent'] / start['bare_concurrent']:.2f}x", ""),
         ("  with the client's own prep (alloc dir, FIFOs, schema)", f"{whole_med:.0f} ms",
          "", f"{whole_med / bare_med:.2f}x", ""),
+        ("  starts that ran on a spare clone", f"{len(start['steps']['spare'])} of {len(xc_ms)}",
+         "", "", ""),
+        ("  spare clones off (a clone in every start), median", f"{cold_med:.0f} ms",
+         f"{bare_med:.0f} ms", f"{cold_med / bare_med:.2f}x", ""),
+        (f"  spare clones off, p90 / max of {len(cold_ms)}",
+         f"{pct(cold_ms, 0.9):.0f} / {max(cold_ms):.0f} ms",
+         f"{pct(bare_ms, 0.9):.0f} / {max(bare_ms):.0f} ms",
+         f"{pct(cold_ms, 0.9) / pct(bare_ms, 0.9):.2f}x", ""),
     ]
     rows += [(f"  in the plugin: {k} (median)", f"{statistics.median(v):.1f} ms", "", "", "")
-             for k, v in start["steps"].items() if v]
+             for k, v in start["steps"].items() if v and k != "spare"]
+    rows += [(f"  in the plugin, spare clones off: {k} (median)",
+              f"{statistics.median(v):.1f} ms", "", "", "")
+             for k, v in start["cold_steps"].items() if v and k in ("clone_ms", "runtime_ms")]
     rows += [(f"  {k} (median)", "", f"{v:.1f} ms", "", "")
              for k, v in start["bare_split"].items()]
     rows += [(f"  in-process {k} (median)", f"{v:.1f} ms", "", "", "")

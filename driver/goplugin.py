@@ -1,9 +1,8 @@
 """A go-plugin server in Python: what hashicorp/go-plugin's client expects from a gRPC plugin.
 
 Magic-cookie check, the handshake line on stdout, a unix socket, an asyncio gRPC server with
-unlimited message sizes, and the services go-plugin itself calls: ``plugin.GRPCController``
-(Shutdown: exit promptly), ``plugin.GRPCStdio`` and ``grpc.health.v1.Health`` (service
-``plugin`` SERVING). It knows nothing of what the plugin serves: the caller registers its own
+unlimited message sizes, and the services go-plugin itself calls (``goplugin_services``, loaded
+at their first call). It knows nothing of what the plugin serves: the caller registers its own
 services in ``register``.
 """
 
@@ -16,21 +15,12 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
-
-from plugin_proto import (
-    goplugin_controller_pb2,
-    goplugin_controller_pb2_grpc,
-    goplugin_stdio_pb2,
-    goplugin_stdio_pb2_grpc,
-    grpc_health_pb2,
-    grpc_health_pb2_grpc,
-)
 
 log = logging.getLogger("goplugin")
 
@@ -106,57 +96,6 @@ def handshake_line(hs: Handshake, path: Path) -> str:
     return f"{CORE_PROTOCOL_VERSION}|{hs.app_protocol_version}|unix|{path}|grpc\n"
 
 
-class _Controller(goplugin_controller_pb2_grpc.GRPCControllerServicer):
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-
-    async def Shutdown(self, request: Any, context: Any) -> goplugin_controller_pb2.Empty:
-        log.debug("shutdown requested by the host")
-        self._stop.set()
-        return goplugin_controller_pb2.Empty()
-
-
-class _Stdio(goplugin_stdio_pb2_grpc.GRPCStdioServicer):
-    """Held open until shutdown; the plugin writes nothing to stdout after the handshake."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-
-    async def StreamStdio(
-        self, request: Any, context: Any
-    ) -> AsyncIterator[goplugin_stdio_pb2.StdioData]:
-        await self._stop.wait()
-        return
-        yield  # an async generator that ends when the plugin stops
-
-
-class _Health(grpc_health_pb2_grpc.HealthServicer):
-    SERVICES = frozenset({"", "plugin"})
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-
-    def _status(self, service: str, context: Any) -> grpc_health_pb2.HealthCheckResponse:
-        if service not in self.SERVICES:
-            context.set_code(grpc.StatusCode.NOT_FOUND)
-            context.set_details(f"unknown health service {service!r}; ask for 'plugin'")
-            return grpc_health_pb2.HealthCheckResponse(
-                status=grpc_health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-            )
-        return grpc_health_pb2.HealthCheckResponse(
-            status=grpc_health_pb2.HealthCheckResponse.SERVING
-        )
-
-    async def Check(self, request: Any, context: Any) -> grpc_health_pb2.HealthCheckResponse:
-        return self._status(request.service, context)
-
-    async def Watch(
-        self, request: Any, context: Any
-    ) -> AsyncIterator[grpc_health_pb2.HealthCheckResponse]:
-        yield self._status(request.service, context)
-        await self._stop.wait()
-
-
 Register = Callable[[grpc.aio.Server, asyncio.Event], Awaitable[None] | None]
 # What ``lazily`` loads: adds the plugin's services to a server (or a stand-in for one).
 SyncRegister = Callable[[Any, asyncio.Event], None]
@@ -193,6 +132,12 @@ class _LazyServices(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has n
         return None
 
 
+def _go_plugin_services() -> SyncRegister:
+    from driver import goplugin_services
+
+    return goplugin_services.register
+
+
 def lazily(load: Callable[[], SyncRegister]) -> Register:
     """A register that imports the plugin's services at their first call instead of before the
     handshake: the host waits for the handshake line of every plugin it launches, and only
@@ -224,9 +169,9 @@ async def run(
         path.unlink()  # a leftover of a dead plugin with our pid
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    goplugin_controller_pb2_grpc.add_GRPCControllerServicer_to_server(_Controller(stop), server)
-    goplugin_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(_Stdio(stop), server)
-    grpc_health_pb2_grpc.add_HealthServicer_to_server(_Health(stop), server)
+    # go-plugin's own services, imported at the first call like the plugin's: before the
+    # handshake the process imports grpc and nothing of protobuf.
+    server.add_generic_rpc_handlers((_LazyServices(_go_plugin_services, stop),))
     maybe = register(server, stop)
     if maybe is not None:
         await maybe

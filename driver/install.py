@@ -8,6 +8,7 @@ installation's package, and it is run once before we report success.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,22 +18,42 @@ from pathlib import Path
 from driver.version import DRIVER_NAME
 
 _TEMPLATE = """\
-#!{python} -I
+#!{python} -IS
 # Nomad task driver plugin "{name}", written by `nomad-driver-xc install`.
 # It runs the nomad-driver-xc found in {root}.
+# -S: Nomad waits for the handshake of every plugin process it starts, and importing site (its
+# .pth files) is a sixth of that; the paths site would add are these.
 import sys
 sys.path.insert(0, {root!r})
+sys.path.extend({site_dirs!r})
 from driver.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
+
+_SITE_DIRS = "import json, site; print(json.dumps(site.getsitepackages()))"
 
 
 class InstallError(Exception):
     pass
 
 
-def launcher_text(python: str, root: str) -> str:
-    return _TEMPLATE.format(python=python, root=root, name=DRIVER_NAME)
+def launcher_text(python: str, root: str, site_dirs: list[str]) -> str:
+    return _TEMPLATE.format(python=python, root=root, name=DRIVER_NAME, site_dirs=site_dirs)
+
+
+def site_dirs(python: str) -> list[str]:
+    """The site-packages directories ``python`` (e.g. a virtualenv's) puts on its path."""
+    res = subprocess.run([python, "-I", "-c", _SITE_DIRS], capture_output=True, text=True,
+                         timeout=30)
+    try:
+        dirs = json.loads(res.stdout) if res.returncode == 0 else None
+    except ValueError:
+        dirs = None
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise InstallError(f"could not ask {python} for its site-packages "
+                           f"({res.stderr.strip() or res.stdout.strip()}); run install with "
+                           "the Python that has nomad-driver-xc installed")
+    return dirs
 
 
 def install(plugin_dir: Path, python: str = sys.executable) -> Path:
@@ -52,7 +73,7 @@ def install(plugin_dir: Path, python: str = sys.executable) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{DRIVER_NAME}.", dir=plugin_dir)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(launcher_text(python, root))
+            f.write(launcher_text(python, root, site_dirs(python)))
         os.chmod(tmp, 0o755)
         # Run it before it goes live: an entry that cannot start must not reach plugin_dir.
         res = subprocess.run([tmp, "version"], capture_output=True, text=True, timeout=30,

@@ -12,13 +12,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from plugin_proto import base_pb2, base_pb2_grpc, driver_pb2, driver_pb2_grpc
+from plugin_proto import base_pb2, base_pb2_grpc, driver_pb2, driver_pb2_grpc, grpc_health_pb2
 from tests.fixtures.plugin import ROOT, PluginProcess, plugin_env, start_plugin
 
 # What the first RPC may import, and answering the handshake must not.
 NOT_BEFORE_HANDSHAKE = (
     "driver.servicer", "driver.plugin", "driver.driver", "driver.config", "driver.convert",
     "driver.stats", "driver.execsession", "driver.fingerprint", "jails", "zfsimage", "requests",
+    # go-plugin's own services too: grpc itself needs no protobuf
+    "driver.goplugin_services", "plugin_proto", "google.protobuf",
 )
 
 # Runs the plugin's own main() and records the loaded modules the moment the handshake line is
@@ -69,6 +71,12 @@ def test_the_first_rpcs_of_each_service_load_them_and_answer(fresh_plugin: Plugi
     caps = driver_pb2_grpc.DriverStub(fresh_plugin.channel).Capabilities(
         driver_pb2.CapabilitiesRequest(), timeout=30)
     assert caps.HasField("capabilities")
+    health = fresh_plugin.channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=grpc_health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=grpc_health_pb2.HealthCheckResponse.FromString)
+    reply = health(grpc_health_pb2.HealthCheckRequest(service="plugin"), timeout=30)
+    assert reply.status == grpc_health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as err:
         fresh_plugin.channel.unary_unary("/no.Such/Method")(b"", timeout=30)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
