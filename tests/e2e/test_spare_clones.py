@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures import images as im
 from tests.fixtures.clones import idle_spares
-from tests.fixtures.nomad import Nomad
+from tests.fixtures.nomad import Nomad, TaskRun
 from zfsimage import zfs
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -27,8 +27,13 @@ CLEAN = ('command = "/bin/sh"\n'
          'exec /bin/sleep 600"]')
 
 
-def idle(nomad: Nomad) -> set[str]:
-    return idle_spares(nomad.state_dir / "images")
+def idle(nomad: Nomad, run: TaskRun | None = None) -> set[str]:
+    """The idle spares, or those a start like ``run`` (its image, no quota) would take."""
+    keys = idle_spares(nomad.state_dir / "images")
+    if run is None:
+        return keys
+    prefix = f"spare.{run.driver_state['image_digest'].split(':')[1][:16]}.0."
+    return {k for k in keys if k.startswith(prefix)}
 
 
 def exists(nomad: Nomad, key: str) -> bool:
@@ -41,6 +46,7 @@ def spares_on(nomad: Nomad) -> Iterator[Nomad]:
     config, if any, is undone after it."""
     yield nomad
     if nomad.extra_config:
+        nomad.kill_plugin()  # its housekeeping must not go on expiring the next tests' spares
         nomad.extra_config = ""
         nomad.relaunch()
 
@@ -49,14 +55,14 @@ def test_the_next_start_runs_on_a_fresh_spare_and_another_is_made(spares_on: Nom
     nomad = spares_on
     first = nomad.start(DIRTY)
     nomad.wait_for(lambda: "ready" in first.stdout(), what="the first task")
-    nomad.wait_for(lambda: bool(idle(nomad)), what="a spare of the image")
-    spares = idle(nomad)
+    nomad.wait_for(lambda: bool(idle(nomad, first)), what="a spare of the image")
+    spares = idle(nomad, first)
     second = nomad.start(CLEAN)
     assert second.root_key in spares and second.root_key not in idle(nomad)
     nomad.wait_for(lambda: second.stdout().strip() != "", what="the second task's output")
     # a new clone of the image, not the last task's root
     assert second.stdout().strip() == im.HELLO, second.stdout()
-    nomad.wait_for(lambda: bool(idle(nomad) - spares), what="a new spare")
+    nomad.wait_for(lambda: bool(idle(nomad, first) - spares), what="a new spare")
     nomad.destroy(first)
     nomad.destroy(second)
     assert not exists(nomad, second.root_key)
@@ -67,12 +73,12 @@ def test_a_new_plugin_removes_a_taken_unrecorded_spare_and_keeps_task_roots(
         spares_on: Nomad) -> None:
     nomad = spares_on
     warm = nomad.start(DIRTY)
-    nomad.wait_for(lambda: bool(idle(nomad)), what="a spare of the image")
+    nomad.wait_for(lambda: bool(idle(nomad, warm)), what="a spare of the image")
     run = nomad.start(DIRTY)  # runs on the spare
     assert run.root_key.startswith("spare.")
-    nomad.wait_for(lambda: bool(idle(nomad)), what="the refill")
+    nomad.wait_for(lambda: bool(idle(nomad, warm)), what="the refill")
     nomad.kill_plugin()
-    debris = sorted(idle(nomad))[0]
+    debris = sorted(idle(nomad, warm))[0]
     os.unlink(nomad.state_dir / "images" / "spares" / debris)  # taken, then the crash
     nomad.relaunch()
     nomad.wait_for(lambda: not exists(nomad, debris), what="the sweep of the taken spare")
@@ -88,8 +94,8 @@ def test_idle_spares_expire(spares_on: Nomad) -> None:
     nomad.extra_config = 'spare_clones {\n  idle = "2s"\n}'
     nomad.relaunch()
     run = nomad.start(DIRTY)
-    nomad.wait_for(lambda: bool(idle(nomad)), what="a spare of the image")
-    made = idle(nomad)
+    nomad.wait_for(lambda: bool(idle(nomad, run)), what="a spare of the image")
+    made = idle(nomad, run)
     nomad.wait_for(lambda: not (made & idle(nomad)) and not any(exists(nomad, k) for k in made),
                    timeout=30, what="the spare to expire")
     nomad.destroy(run)
