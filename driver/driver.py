@@ -215,7 +215,8 @@ class XcDriver:
                         steps: dict[str, float] | None = None) -> DriverState:
         starter = Starter(self.config, self.runtime, self.images, self.tasks, self.networks,
                           self._node)
-        with self._names.hold(name):  # never beside a retried destroy of an earlier incarnation
+        # never beside a retried destroy of an earlier incarnation; no spare made meanwhile
+        with self._names.hold(name), self.spares.starting():
             state = starter.start(nomad, cfg, name, image, abi, net_req, steps)
         self.spares.after_start(image, state.disk_bytes or None)  # for the image's next start
         return state

@@ -1,7 +1,8 @@
 """``SpareKeeper``: the plugin's policy for spare clones (option ``spare_clones``).
 
 After each start the keeper has the image store make up to ``count`` idle clones of that image
-and disk quota in the background, so the image's next start takes one and clones nothing
+and disk quota in the background, once no start is under way (a burst of starts keeps the pool
+to itself), so the image's next start takes one and clones nothing
 (``zfsimage.spares`` owns the clones and who may take them). An idle spare not taken within
 ``idle`` is destroyed; so is a spare a crash left taken but unrecorded, when the plugin starts
 (``housekeep``). Image removal drops idle spares itself.
@@ -9,9 +10,10 @@ and disk quota in the background, so the image's next start takes one and clones
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 import zfsimage
 from driver.pluginconfig import SpareClones
@@ -22,6 +24,7 @@ __all__ = ["SpareKeeper"]
 log = logging.getLogger("driver")
 
 MAX_EXPIRE_WAIT_S = 60.0  # how late an expired spare may go (one listdir per wait)
+QUIET_POLL_S = 1.0        # how often a refill waiting for quiet looks at close
 
 
 class SpareKeeper:
@@ -31,12 +34,28 @@ class SpareKeeper:
         self._images = images
         self._closed = closed
         self._mu = threading.Lock()
+        self._quiet = threading.Condition(self._mu)  # notified when no start is under way
+        self._starting = 0
         self._refilling: dict[tuple[str, int], threading.Thread] = {}
         self._housekeeping = False
 
     @property
     def enabled(self) -> bool:
         return self.config.count > 0
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Around a start: refills wait until no start is under way, so that a burst of starts
+        does not share the pool with the clones made for after it."""
+        with self._mu:
+            self._starting += 1
+        try:
+            yield
+        finally:
+            with self._mu:
+                self._starting -= 1
+                if not self._starting:
+                    self._quiet.notify_all()
 
     def after_start(self, image: zfsimage.Image, quota: int | None) -> None:
         """Have spares of ``image`` made in the background (one refill per image and quota at a
@@ -55,6 +74,9 @@ class SpareKeeper:
 
     def _refill(self, key: tuple[str, int], image: zfsimage.Image, quota: int | None) -> None:
         try:
+            with self._mu:
+                while self._starting and not self._closed.is_set():
+                    self._quiet.wait(QUIET_POLL_S)
             self._images().refill_spares(image, quota, self.config.count)
         except Exception as exc:  # the next start clones as it would without spares
             log.warning("making a spare clone failed",

@@ -10,12 +10,14 @@ tests/e2e/test_spare_clones.py.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 
 from driver.config import TaskConfig
 from driver.pluginconfig import SpareClones
+from driver.spareclones import SpareKeeper
 from driver.state import DriverState
 from driver.taskconfig import StorageOpt
 from jails.errors import JailError
@@ -143,3 +145,15 @@ def test_housekeeping_removes_taken_spares_no_record_names(host: Host) -> None:
         assert kept.rootfs_key in host.images.clones and len(host.images.idle) == 1
 
     run(scenario)
+
+
+def test_a_refill_waits_until_no_start_is_under_way(host: Host) -> None:
+    closed = threading.Event()
+    keeper = SpareKeeper(SpareClones(count=1), lambda: host.images, closed)
+    image = host.images.ensure_image("registry.example/busybox:1.36")
+    with keeper.starting():
+        with keeper.starting():
+            keeper.after_start(image, None)
+        time.sleep(0.2)  # one start is still under way: no clone for later yet
+        assert "refill_spares" not in host.images.calls and not host.images.idle
+    until(lambda: len(host.images.idle) == 1)
