@@ -301,15 +301,10 @@ class Sampler:
                     fut.set_result(res)
 
     def _read_all(self, names: list[str]) -> dict[str, Usage | Exception]:
-        out: dict[str, Usage | Exception] = {}
-        for name in names:
-            try:
-                # raw: each stream's CpuTracker derives the percent (Runtime.stats' own
-                # derivation would be computed and thrown away, sample after sample)
-                out[name] = self.runtime.sample(name)
-            except Exception as exc:  # handed to the stream that asked
-                out[name] = exc
-        return out
+        # raw samples: each stream's CpuTracker derives the percent (Runtime.stats' own
+        # derivation would be computed and thrown away, sample after sample); all in one call,
+        # which a backend may read in one go
+        return self.runtime.sample_many(names)
 
 
 def interval_or_default(seconds: float) -> float:

@@ -9,6 +9,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from jails.model import Usage
@@ -59,6 +60,10 @@ class OpenFiles:
         self.sizes = sizes
         self._fds: tuple[int, ...] | None = None  # -1: the file does not exist
         self._mu = threading.Lock()
+
+    def fds(self) -> tuple[int, ...]:
+        """The open descriptors, in ``paths`` order (-1: the file does not exist)."""
+        return self._fds or self._open()
 
     def read_all(self) -> list[bytes]:
         """Every file's current content, in ``paths`` order (b"" for a missing file)."""
@@ -200,6 +205,19 @@ class CgroupPaths:
         lim = _int_of(limit) or 0
         return u._replace(memory_limit_bytes=lim if lim < (1 << 62) else 0,
                           pids=_int_of(pids) or 0, measured=_FULL_V1)
+
+    def usage_of(self, row: Sequence[int]) -> Usage:
+        """The sample ``jails/cgsample.c`` read into ``row`` (its slots 1-7), as ``sample``
+        gives it without ``full``."""
+        if self.mode == "v2":
+            return Usage(timestamp_ns=row[7], cpu_user_ns=row[1] * 1000,
+                         cpu_system_ns=row[2] * 1000, cpu_total_ns=row[3] * 1000,
+                         memory_rss_bytes=row[4], memory_usage_bytes=row[5],
+                         memory_max_usage_bytes=row[6], measured=_MEASURED_V2)
+        return Usage(timestamp_ns=row[7], cpu_user_ns=row[1] * _TICK_NS,
+                     cpu_system_ns=row[2] * _TICK_NS, cpu_total_ns=row[3],
+                     memory_rss_bytes=row[4], memory_usage_bytes=row[5],
+                     memory_max_usage_bytes=row[6], measured=_MEASURED_V1)
 
     def _sample_v2(self, now: int, full: bool) -> Usage:
         cpu, mstat, current, peak = self.files.read_all()

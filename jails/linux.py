@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jails import _cmd
+from jails.cgbatch import BatchReader, ensure_library
 from jails.cgroups import CGROUP_ROOT, CgroupPaths
 from jails.errors import CommandFailed, JailError, NotRunning, SpecError
 from jails.interactive import InteractiveExec, spawn_interactive
@@ -30,6 +32,8 @@ from jails.runtime import Runtime, TaskHandle, env_dict
 from jails.spec import JailSpec, backend_network_modes
 from jails.supervisor import ensure_binary, launch
 from jails.taskdir import TaskDir, TaskPids, write_atomic
+
+log = logging.getLogger("jails")
 
 _GONE = ("does not exist", "not exist", "container not running", "not running")
 
@@ -58,6 +62,8 @@ class LinuxRuntime(Runtime):
         # one CgroupPaths per task: it keeps the task's stats files open between samples
         self._cgroups: dict[str, CgroupPaths] = {}
         self._cg_mu = threading.Lock()
+        self._batch: BatchReader | None = None
+        self._batch_failed = False  # it could not be built: sample task by task
         self.pins = Pins(self.state_root)
         self._starting: set[str] = set()  # names between pinning and launch (not garbage)
         self._pin_mu = threading.Lock()
@@ -215,6 +221,44 @@ class LinuxRuntime(Runtime):
 
     def _sample(self, task: TaskDir, full: bool) -> Usage:
         return self.cgroup(task.name).sample(full)
+
+    def sample_many(self, names: Sequence[str]) -> dict[str, Usage | Exception]:
+        reader = self._batch_reader()
+        if reader is None:
+            return super().sample_many(names)
+        out: dict[str, Usage | Exception] = {}
+        todo: list[tuple[str, CgroupPaths]] = []
+        for name in names:
+            # A task this runtime started or sampled has its cgroup here; once it is destroyed
+            # its reads fail and the slow way below says JailNotFound.
+            cg = self._cgroups.get(name)
+            if cg is None:
+                try:
+                    cg = self.cgroup(self._task(name).name)
+                except Exception as exc:  # JailNotFound: the stream that asked ends
+                    out[name] = exc
+                    continue
+            todo.append((name, cg))
+        got = reader.sample([cg for _, cg in todo])
+        for (name, _), usage in zip(todo, got, strict=True):
+            if usage is None:  # a read failed (the cgroup was made again): the slow way
+                out.update(super().sample_many([name]))
+            else:
+                out[name] = usage
+        return out
+
+    def _batch_reader(self) -> BatchReader | None:
+        """The C batch reader, built on first use; None (``sample`` per task) where it cannot
+        be built or loaded."""
+        with self._cg_mu:
+            if self._batch is None and not self._batch_failed:
+                try:
+                    self._batch = BatchReader(ensure_library(self.state_root))
+                except (JailError, OSError) as exc:
+                    log.warning("cgroup batch reader unavailable; sampling task by task",
+                                extra={"error": str(exc)})
+                    self._batch_failed = True
+            return self._batch
 
     def health(self) -> tuple[bool, str, dict[str, str]]:
         p = probe_host("linux", runc_bin=self.runc)

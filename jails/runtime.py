@@ -412,6 +412,17 @@ class Runtime(abc.ABC):
         costs nothing more (FreeBSD's racct)."""
         return self._sample(self._task(name), False)
 
+    def sample_many(self, names: Sequence[str]) -> dict[str, Usage | Exception]:
+        """``sample`` of every name at once (a stats tick), each failure (JailNotFound, ...)
+        as that name's value. A backend may read them all in one go."""
+        out: dict[str, Usage | Exception] = {}
+        for name in names:
+            try:
+                out[name] = self.sample(name)
+            except Exception as exc:  # the caller hands it to whoever asked for that name
+                out[name] = exc
+        return out
+
     def stats(self, name: str) -> Usage:
         """One usage sample of the whole jail/container with everything the backend measures,
         the process count included (Usage.measured says which fields)."""

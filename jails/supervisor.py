@@ -1,24 +1,14 @@
-"""Build (once per state root) and launch the per-task C supervisor (``supervisor.c`` and the
-units listed in ``SOURCES``).
-
-The binary is named by a hash of every source file and the defines, compiled to a temporary name
-and renamed into place, so concurrent first uses and upgrades never run a half-written or stale
-binary.
-"""
+"""Build (once per state root, ``jails.cbuild``) and launch the per-task C supervisor
+(``supervisor.c`` and the units listed in ``SOURCES``)."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import secrets
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 
-from jails.errors import HostUnsupported, SupervisorError
+from jails import cbuild
+from jails.errors import SupervisorError
 from jails.taskdir import TaskDir, TaskPids
 
 # The supervisor's C units (compiled together) and the internal header they share.
@@ -27,76 +17,20 @@ SOURCES = (*UNITS, "sv.h")
 
 
 def _sources() -> dict[str, bytes]:
-    files = resources.files("jails")
-    out = {}
-    for name in SOURCES:
-        try:
-            out[name] = files.joinpath(name).read_bytes()
-        except FileNotFoundError as exc:
-            raise HostUnsupported(
-                f"jails/{name} is not installed with the package: add it to package-data"
-            ) from exc
-    return out
+    return cbuild.sources(SOURCES)
 
 
 def _digest(sources: Mapping[str, bytes], defines: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(sources):
-        # Length-prefixed, so moving text between files or defines always changes the key.
-        for part in (name.encode(), sources[name]):
-            h.update(len(part).to_bytes(8, "big") + part)
-    for d in defines:
-        h.update(len(d).to_bytes(8, "big") + d.encode())
-    return h.hexdigest()[:12]
-
-
-@functools.cache
-def _installed_digest(defines: tuple[str, ...]) -> str:
-    # Once per process: every start asks, and the sources this process was started with are the
-    # ones its launch protocol matches (an upgrade on disk is the next process's).
-    return _digest(_sources(), defines)
+    return cbuild.digest(sources, defines)
 
 
 def ensure_binary(state_root: Path, cc: str = "cc", defines: Sequence[str] = ()) -> Path:
     """The supervisor binary for this source (and ``-D`` defines, for test builds), compiled
     into ``<state_root>/bin/`` on first use."""
-    digest = _installed_digest(tuple(defines))
-    bindir = state_root / "bin"
-    target = bindir / f"xc-supervisor-{digest}"
-    if target.exists():
-        return target
-    sources = _sources()
-    compiler = shutil.which(cc)
-    if compiler is None:
-        raise HostUnsupported(f"no C compiler {cc!r} to build the task supervisor: install gcc")
-    bindir.mkdir(parents=True, exist_ok=True)
-    tag = secrets.token_hex(4)
-    srcdir = bindir / f".xc-supervisor-{tag}.src"
-    tmp = bindir / f".xc-supervisor-{tag}"
-    try:
-        srcdir.mkdir()
-        for name, content in sources.items():
-            (srcdir / name).write_bytes(content)
-        # Static when libc.a is there: smaller resident set per task (no ld.so, no shared libc).
-        for extra in (["-static"], []):
-            proc = subprocess.run(
-                [compiler, "-O2", "-Wall", *extra, *(f"-D{d}" for d in defines),
-                 "-o", str(tmp), *(str(srcdir / u) for u in UNITS)],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                break
-        else:
-            raise HostUnsupported(f"compiling the task supervisor failed: {proc.stderr.strip()}")
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-        shutil.rmtree(srcdir, ignore_errors=True)
-    return target
+    # Static when libc.a is there: smaller resident set per task (no ld.so, no shared libc).
+    return cbuild.build(state_root, "xc-supervisor", SOURCES, UNITS,
+                        flag_sets=(["-static"], []), defines=defines, cc=cc,
+                        what="the task supervisor")
 
 
 def launch(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jails import supervisor
+from jails import cgbatch, supervisor
 
 JAILS = Path(str(resources.files("jails")))
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
@@ -30,13 +30,23 @@ def _compile(cc: list[str], out: Path, *extra: str) -> subprocess.CompletedProce
 
 def test_every_c_file_is_a_listed_source_and_shipped() -> None:
     """A unit added to jails/ but not to SOURCES would be left out of the build and of the cache
-    key; one missing from package-data would be absent from an installed plugin."""
+    key; one missing from package-data would be absent from an installed plugin. The C files are
+    the supervisor's and the cgroup batch reader's (jails/cgbatch.py)."""
     on_disk = {p.name for p in JAILS.iterdir() if p.suffix in (".c", ".h")}
-    assert on_disk == set(supervisor.SOURCES)
-    assert set(supervisor.UNITS) == {n for n in on_disk if n.endswith(".c")}
+    assert on_disk == set(supervisor.SOURCES) | set(cgbatch.SOURCES)
+    assert set(supervisor.UNITS) | set(cgbatch.SOURCES) == {n for n in on_disk
+                                                            if n.endswith(".c")}
     pyproject = tomllib.loads((JAILS.parent / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["jails"]
-    assert all(any(fnmatch(n, pat) for pat in patterns) for n in supervisor.SOURCES)
+    assert all(any(fnmatch(n, pat) for pat in patterns) for n in on_disk)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no native C compiler (cc)")
+def test_the_cgroup_reader_builds_without_warnings(tmp_path: Path) -> None:
+    proc = subprocess.run(["cc", *WARNINGS, "-shared", "-fPIC", "-o", str(tmp_path / "cg.so"),
+                           *(str(JAILS / u) for u in cgbatch.SOURCES)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 @pytest.mark.parametrize("name", supervisor.SOURCES)
