@@ -281,7 +281,9 @@ class Sampler:
         self._read(self._ticks.pop(when, {}))
 
     def _read(self, batch: dict[str, list[asyncio.Future[Usage | None]]]) -> None:
-        live = {name: futs for name, futs in batch.items() if not all(f.done() for f in futs)}
+        # most names have one waiting stream: look at it before building a generator
+        live = {name: futs for name, futs in batch.items()
+                if not futs[0].done() or not all(f.done() for f in futs)}
         if not live:
             return
         task = asyncio.get_running_loop().create_task(self._run(live))
