@@ -11,10 +11,12 @@ zfs-fuse pool, a local registry and runc, like the e2e tests:
    client's own alloc dir, FIFOs and config encoding) vs the bare sequence the backend runs for
    it: `zfs clone` of the image's snapshot + writing a runc bundle that asks for what the
    backend's does (the three task-dir binds, the memory limit, host network) + `runc run -d`.
-   Median, p90 and max of --starts starts, interleaved with as many bare sequences; then
-   --starts starts 4 at a time against as many bare sequences 4 at a time (total time). The
-   plugin's own split (image step, the rest) from its log, and the backend's steps timed
-   in-process. Goal: ratio <= 1.2.
+   Median, p90 and max of --starts starts, interleaved with as many bare sequences and as many
+   starts on a second plugin with `spare_clones { count = 0 }` (a clone in every start; the
+   first plugin keeps its default spare, and each measured step waits until its refill is
+   done); then --starts starts 4 at a time against as many bare sequences 4 at a time (total
+   time). The plugin's own split (image step, the rest) from its log, and the backend's steps
+   timed in-process. Goal: ratio <= 1.2.
 2. Resident memory with --tasks sleeping tasks: the plugin's RSS (vs the same plugin idle), and
    what each task costs outside itself (its supervisor's RSS/PSS; runc leaves no process).
 3. CPU the plugin spends serving TaskStats at 1 s for every task, over --window seconds, vs the
