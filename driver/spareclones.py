@@ -106,8 +106,12 @@ class SpareKeeper:
             if self.enabled and idle_s == 0:
                 return
             while True:
-                # count 0: the spares an earlier config kept go at once
-                expired = images.expire_spares(idle_s if self.enabled else -1.0)
+                try:
+                    # count 0: the spares an earlier config kept go at once
+                    expired = images.expire_spares(idle_s if self.enabled else -1.0)
+                except Exception as exc:  # the next round tries again
+                    log.warning("expiring spare clones failed", extra={"error": str(exc)})
+                    expired = []
                 if expired:
                     log.info("removed idle spare clones", extra={"keys": expired})
                 if not self.enabled or self._closed.wait(wait_s):

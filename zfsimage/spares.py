@@ -29,6 +29,7 @@ from pathlib import Path
 
 from zfsimage.clones import TaskClones
 from zfsimage.digest import hex_of
+from zfsimage.errors import ZfsError
 from zfsimage.images import Image
 
 log = logging.getLogger("zfsimage.spares")
@@ -84,7 +85,7 @@ class Spares:
                     yield name, root
                     return
                 log.warning("spare clone was not mounted; destroying it", extra={"key": name})
-                self._destroy(name)
+                self._destroy_or_leave(name)
             finally:
                 with self._mu:
                     self._held.discard(name)
@@ -143,8 +144,8 @@ class Spares:
                 os.unlink(self.dir / spare.key)
             except FileNotFoundError:
                 continue  # a start took it
-            self._destroy(spare.key)
-            dropped.append(spare.key)
+            if self._destroy_or_leave(spare.key):
+                dropped.append(spare.key)
         return dropped
 
     def expire(self, max_idle_s: float, now: float | None = None) -> list[str]:
@@ -171,6 +172,17 @@ class Spares:
             return [n for n in os.listdir(self.dir) if is_spare_key(n)]
         except FileNotFoundError:
             return []
+
+    def _destroy_or_leave(self, key: str) -> bool:
+        """Destroy a spare taken to be removed; one that cannot go now (busy) is left unmarked,
+        for the next ``sweep``, rather than failing what removes it."""
+        try:
+            self._destroy(key)
+        except ZfsError as exc:
+            log.warning("could not destroy a spare clone; the next sweep removes it",
+                        extra={"key": key, "error": str(exc)})
+            return False
+        return True
 
     def _destroy(self, key: str) -> None:
         self.clones.destroy(key)

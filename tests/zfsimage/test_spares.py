@@ -115,3 +115,19 @@ def test_image_removal_drops_idle_spares_and_keeps_taken_ones(make_store, regist
     layers = [n for n in zfs.get([f"{store.ds}/layers"], ["type"], recursive=True)
               if n != f"{store.ds}/layers"]
     assert layers == [], f"left after {time.monotonic() - t0:.1f} s: {layers}"
+
+
+def test_a_busy_spare_is_left_for_the_sweep_instead_of_failing_its_removal(make_store,
+                                                                            registry) -> None:
+    ref = im.busybox_image(registry, "spares/busy", "v1")
+    store = make_store(insecure=[registry.host])
+    img = store.ensure_image(ref)
+    (key,) = store.refill_spares(img, None, keep=1)
+    fd = os.open(store.mount_root / "tasks" / key / "bin" / "busybox", os.O_RDONLY)
+    try:
+        assert store.expire_spares(-1) == []  # taken to go, but zfs cannot unmount it now
+    finally:
+        os.close(fd)
+    assert key in _tasks(store) and not (store.mount_root / "spares" / key).exists()
+    assert store.sweep_spares(lambda: set()) == [key]
+    assert key not in _tasks(store)
