@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from driver.config import TaskConfig
+from driver.driver import XcDriver
 from driver.pluginconfig import SpareClones
 from driver.spareclones import SpareKeeper
 from driver.state import DriverState
@@ -33,15 +34,21 @@ def until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+async def leave_a_spare(host: Host, d: XcDriver) -> str:
+    """Start and destroy a task whose start found no spare and left one; that spare's key."""
+    first = await d.start_task(host.nomad("00000001"), TASK)
+    assert first.rootfs_key == NAME  # nothing idle yet: cloned
+    until(lambda: len(host.images.idle) == 1)
+    (spare,) = host.images.idle
+    await d.destroy_task(first.task_id, force=True)
+    host.assert_clean()
+    return spare
+
+
 def test_the_next_start_takes_the_spare_the_last_one_left(host: Host) -> None:
     async def scenario() -> None:
         d = host.plugin()
-        first = await d.start_task(host.nomad("00000001"), TASK)
-        assert first.rootfs_key == NAME  # nothing idle yet: cloned
-        until(lambda: len(host.images.idle) == 1)
-        (spare,) = host.images.idle
-        await d.destroy_task(first.task_id, force=True)
-        host.assert_clean()
+        spare = await leave_a_spare(host, d)
         del host.images.quotas[NAME]  # the clones made from here on
         second = await d.start_task(host.nomad("00000002"), TASK)
         assert second.rootfs_key == spare and spare not in host.images.idle
@@ -58,9 +65,7 @@ def test_the_next_start_takes_the_spare_the_last_one_left(host: Host) -> None:
 def test_a_spare_is_only_taken_for_the_same_disk_quota(host: Host) -> None:
     async def scenario() -> None:
         d = host.plugin()
-        first = await d.start_task(host.nomad("00000001"), TASK)
-        until(lambda: len(host.images.idle) == 1)
-        await d.destroy_task(first.task_id, force=True)
+        await leave_a_spare(host, d)
         sized = dataclasses.replace(TASK, storage_opt=StorageOpt(size=1 << 30))
         second = await d.start_task(host.nomad("00000002"), sized)
         assert second.rootfs_key == NAME and host.images.quotas[NAME] == 1 << 30
@@ -73,10 +78,7 @@ def test_a_spare_is_only_taken_for_the_same_disk_quota(host: Host) -> None:
 def test_a_failed_start_removes_the_spare_it_took(host: Host) -> None:
     async def scenario() -> None:
         d = host.plugin()
-        first = await d.start_task(host.nomad("00000001"), TASK)
-        until(lambda: len(host.images.idle) == 1)
-        (spare,) = host.images.idle
-        await d.destroy_task(first.task_id, force=True)
+        spare = await leave_a_spare(host, d)
         host.runtime.fail("start", JailError("runc said no"))
         try:
             await d.start_task(host.nomad("00000002"), TASK)
