@@ -36,7 +36,7 @@ class SpareKeeper:
         self._mu = threading.Lock()
         self._quiet = threading.Condition(self._mu)  # notified when no start is under way
         self._starting = 0
-        self._refilling: dict[tuple[str, int], threading.Thread] = {}
+        self._refilling: set[tuple[str, int]] = set()  # (image, quota) with a refill under way
         self._housekeeping = False
 
     @property
@@ -66,11 +66,10 @@ class SpareKeeper:
         with self._mu:
             if key in self._refilling:
                 return
-            # not a daemon: a plugin that exits lets the clone under way finish and be marked
-            t = threading.Thread(target=self._refill, args=(key, image, quota),
-                                 name="spare-refill")
-            self._refilling[key] = t
-        t.start()
+            self._refilling.add(key)
+        # not a daemon: a plugin that exits lets the clone under way finish and be marked
+        threading.Thread(target=self._refill, args=(key, image, quota),
+                         name="spare-refill").start()
 
     def _refill(self, key: tuple[str, int], image: zfsimage.Image, quota: int | None) -> None:
         try:
@@ -83,7 +82,7 @@ class SpareKeeper:
                         extra={"image": image.manifest_digest, "error": str(exc)})
         finally:
             with self._mu:
-                self._refilling.pop(key, None)
+                self._refilling.discard(key)
 
     def housekeep(self, owned: Callable[[], Collection[str]]) -> None:
         """In the background: remove spares a crash left taken but unrecorded (``owned``: the
